@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every Debian package dsv3 needs to build, test and benchmark. Idempotent: packages already
+# present are skipped without touching the network.
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libdnnl-dev libopenblas-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  libonig-dev libicu-dev
+  python3-torch python3-numpy
+  nodejs
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi
+command -v npm >/dev/null || { echo "install-deps: npm missing (comes with nodejs)"; exit 1; }
