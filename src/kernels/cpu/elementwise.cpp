@@ -1,0 +1,54 @@
+// Row-wise CPU ops: RMSNorm, interleaved RoPE, SwiGLU activation (see ops.h for the contracts).
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace dsv3::ops {
+
+void rmsnorm(int64_t T, int64_t D, const float* x, int64_t x_stride, const float* w, float eps, float* y,
+             int64_t y_stride) {
+#pragma omp parallel for schedule(static) if (T > 16)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * x_stride;
+    float* yr = y + t * y_stride;
+    double ss = 0.0;
+    for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * double(xr[i]);
+    const float r = float(1.0 / std::sqrt(ss / double(D) + double(eps)));
+    for (int64_t i = 0; i < D; ++i) yr[i] = w[i] * (xr[i] * r);
+  }
+}
+
+void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                      const int64_t* pos, const double* inv_freq, double cs_scale) {
+  const int64_t half = d / 2;
+#pragma omp parallel for schedule(static) if (T > 16)
+  for (int64_t t = 0; t < T; ++t) {
+    float cs[512], sn[512];  // d/2 <= 512 (checked by the caller's config validation in practice)
+    for (int64_t j = 0; j < half; ++j) {
+      // Angle and cos/sin in double: at long positions an f32 angle alone carries ~pos·2^-24 rad of error.
+      const double ang = double(pos[t]) * inv_freq[j];
+      cs[j] = float(std::cos(ang) * cs_scale);
+      sn[j] = float(std::sin(ang) * cs_scale);
+    }
+    for (int64_t v = 0; v < n_vec; ++v) {
+      float* p = x + t * token_stride + v * vec_stride;
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = p[2 * j], b = p[2 * j + 1];
+        p[2 * j] = a * cs[j] - b * sn[j];
+        p[2 * j + 1] = a * sn[j] + b * cs[j];
+      }
+    }
+  }
+}
+
+void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, float* out, int64_t out_ld) {
+#pragma omp parallel for schedule(static) if (T * I > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = gate + t * ld;
+    const float* u = up + t * ld;
+    float* o = out + t * out_ld;
+    for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+}  // namespace dsv3::ops

@@ -1,0 +1,51 @@
+// CPU operator API used by the model code. One signature per op; shapes are row-major, PyTorch order.
+// Each op has a plain reference somewhere in tests/ (wide accumulation) that the fast path is checked against.
+#pragma once
+#include <cstdint>
+
+namespace dsv3::ops {
+
+// D[M,N] = alpha * A[M,K] · B[N,K]^T + beta * D   (f32; OpenBLAS sgemm, multi-threaded).
+// lda/ldb/ldd are row strides in elements.
+void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
+             int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
+// D[M,N] = A[M,K] · B[K,N]  (f32).
+void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
+             int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
+
+// y[T,D] = w ⊙ x / sqrt(mean(x²) + eps), row by row; x and y may alias. x_stride/y_stride in elements.
+void rmsnorm(int64_t T, int64_t D, const float* x, int64_t x_stride, const float* w, float eps, float* y,
+             int64_t y_stride);
+
+// In-place interleaved RoPE on n_vec vectors of length d (even) per token:
+//   y[2j] = x[2j]cos − x[2j+1]sin, y[2j+1] = x[2j]sin + x[2j+1]cos, angle = pos[t]·inv_freq[j].
+// x: token t's vectors start at x + t*token_stride, consecutive vectors vec_stride apart.
+// cos/sin are multiplied by `cs_scale` (YaRN mscale ratio).
+void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                      const int64_t* pos, const double* inv_freq, double cs_scale);
+
+// out[T,I] = silu(gate) ⊙ up, where gate/up are [T,I] with row stride ld.
+void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, float* out, int64_t out_ld);
+
+}  // namespace dsv3::ops
+
+namespace dsv3::ops {
+
+// Causal softmax attention for one head over a query block and a key block, through GEMMs:
+//   scores[s,t] = scale · q_s·k_t (t <= q_offset + s, else masked), p = softmax_t(scores), out_s = Σ_t p[s,t] v_t.
+// Rows are given by (pointer, row stride). `scores` is caller workspace of S_q*S_kv floats.
+struct HeadAttention {
+  int64_t S_q = 0, S_kv = 0, dk = 0, dv = 0;
+  const float* q = nullptr; int64_t q_ld = 0;     // [S_q, dk]
+  const float* k = nullptr; int64_t k_ld = 0;     // [S_kv, dk]
+  const float* v = nullptr; int64_t v_ld = 0;     // [S_kv, dv]
+  float* out = nullptr; int64_t out_ld = 0;       // [S_q, dv]
+  float scale = 1.0f;
+  int64_t q_offset = 0;  // absolute position of query row 0 minus that of key row 0
+  float* scores = nullptr;
+};
+void head_attention(const HeadAttention& a);
+// Masked row softmax in place: row s keeps columns t <= q_offset + s (others set to 0). Rows in f32, max-subtracted.
+void causal_softmax(int64_t S_q, int64_t S_kv, float* scores, int64_t ld, int64_t q_offset);
+
+}  // namespace dsv3::ops
