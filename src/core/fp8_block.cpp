@@ -8,6 +8,29 @@
 
 namespace dsv3 {
 
+namespace {
+// E4M3 code of the exact quotient w / scale: the quotient is formed in double and rounded once, so no
+// double rounding through an f32 intermediate (matches the reference quantizer bit for bit).
+uint8_t quotient_to_e4m3(float w, float scale) {
+  const double x = double(w) / double(scale);
+  if (std::isnan(x)) return 0x7f;
+  const double a = std::fabs(x);
+  double v;
+  if (a >= double(kE4M3Max)) {
+    v = kE4M3Max;
+  } else if (a == 0.0) {
+    v = 0.0;
+  } else {
+    int e = std::ilogb(a);
+    if (e < -6) e = -6;                        // subnormal range shares the quantum 2^-9
+    const double quantum = std::ldexp(1.0, e - 3);
+    v = std::nearbyint(a / quantum) * quantum;  // exact scaling by a power of two, then RNE
+    if (v > kE4M3Max) v = kE4M3Max;
+  }
+  return f32_to_e4m3(float(std::signbit(x) ? -v : v));
+}
+}  // namespace
+
 void fp8_block_quantize(const float* w, int64_t rows, int64_t cols, int64_t bo, int64_t bi, uint8_t* codes,
                         float* scale_inv) {
   const int64_t nbr = ceil_div(rows, bo), nbc = ceil_div(cols, bi);
@@ -21,7 +44,7 @@ void fp8_block_quantize(const float* w, int64_t rows, int64_t cols, int64_t bo, 
       const float scale = amax > 0.0f ? amax / kE4M3Max : 1.0f;
       scale_inv[br * nbc + bc] = scale;
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) codes[r * cols + c] = f32_to_e4m3(w[r * cols + c] / scale);
+        for (int64_t c = c0; c < c1; ++c) codes[r * cols + c] = quotient_to_e4m3(w[r * cols + c], scale);
     }
 }
 

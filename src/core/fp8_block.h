@@ -1,7 +1,7 @@
 // Block-scaled FP8 (E4M3) weights in the DeepSeek-V3 checkpoint convention (V3_SPEC.md §6.2):
 // W[i,j] = e4m3(codes[i,j]) · scale_inv[i / bo, j / bi]; scale_inv has shape [ceil(rows/bo), ceil(cols/bi)].
 // Quantizer: per block (partial edge blocks use only their real elements) scale = amax/448, code = RNE(w/scale)
-// saturating to ±448. An all-zero block gets scale 1 (codes are 0 whatever the scale).
+// saturating to ±448, where the quotient w/scale is rounded once from its exact (double) value. An all-zero block gets scale 1 (codes are 0 whatever the scale).
 #pragma once
 #include <cstdint>
 
