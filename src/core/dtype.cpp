@@ -133,6 +133,7 @@ uint8_t f32_to_e5m2(float f, Fp8Overflow mode) {
 }
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (n == 0) return;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
     case DType::F64: { auto s = static_cast<const double*>(src); for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]); return; }
@@ -155,6 +156,7 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
 }
 
 void convert_from_f32(DType t, const float* src, void* dst, size_t n) {
+  if (n == 0) return;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
     case DType::F64: { auto d = static_cast<double*>(dst); for (size_t i = 0; i < n; ++i) d[i] = src[i]; return; }
