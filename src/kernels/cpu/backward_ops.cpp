@@ -1,0 +1,156 @@
+// CPU backward operators (see kernels/backward_ops.h for the contracts). Reductions over a row are done in
+// f64; elementwise math in f32 like the forward ops.
+#include "kernels/backward_ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace dsv3::ops {
+
+void gemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
+             int64_t ldd, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // D = beta·D (BLAS may not touch D when K == 0 and beta == 1; do it explicitly)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) D[i * ldd + j] = beta == 0.0f ? 0.0f : beta * D[i * ldd + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta,
+              D, int(ldd));
+}
+
+static inline float rms_inv(const float* x, int64_t D, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < D; ++i) ss += double(x[i]) * double(x[i]);
+  // Same rounding as ops::rmsnorm: r computed in f64, rounded once to f32.
+  return float(1.0 / std::sqrt(ss / double(D) + double(eps)));
+}
+
+void rmsnorm_backward_input(int64_t T, int64_t D, const float* x, int64_t x_stride, const float* w, const float* dy,
+                            int64_t dy_stride, float eps, float* dx, int64_t dx_stride, bool accumulate) {
+#pragma omp parallel for schedule(static) if (T > 16)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * x_stride;
+    const float* gr = dy + t * dy_stride;
+    float* o = dx + t * dx_stride;
+    const float r = rms_inv(xr, D, eps);
+    double dot = 0.0;  // Σ_i w_i dy_i x_i
+    for (int64_t i = 0; i < D; ++i) dot += double(w[i]) * double(gr[i]) * double(xr[i]);
+    const float c = float(double(r) * double(r) * dot / double(D));
+    for (int64_t i = 0; i < D; ++i) {
+      const float v = r * (w[i] * gr[i] - xr[i] * c);
+      o[i] = accumulate ? o[i] + v : v;
+    }
+  }
+}
+
+void rmsnorm_backward_weight(int64_t T, int64_t D, const float* x, int64_t x_stride, const float* dy,
+                             int64_t dy_stride, float eps, float* dw) {
+  std::vector<float> r(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) r[t] = rms_inv(x + t * x_stride, D, eps);
+#pragma omp parallel for schedule(static) if (D > 256)
+  for (int64_t i = 0; i < D; ++i) {
+    double s = 0.0;
+    for (int64_t t = 0; t < T; ++t) s += double(dy[t * dy_stride + i]) * double(x[t * x_stride + i] * r[t]);
+    dw[i] += float(s);
+  }
+}
+
+void rope_interleaved_backward(int64_t T, int64_t n_vec, int64_t d, float* dx, int64_t token_stride,
+                               int64_t vec_stride, const int64_t* pos, const double* inv_freq, double cs_scale) {
+  const int64_t half = d / 2;
+#pragma omp parallel for schedule(static) if (T > 16)
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t j = 0; j < half; ++j) {
+      const double ang = double(pos[t]) * inv_freq[j];
+      cs[j] = float(std::cos(ang) * cs_scale);
+      sn[j] = float(std::sin(ang) * cs_scale);
+    }
+    for (int64_t v = 0; v < n_vec; ++v) {
+      float* p = dx + t * token_stride + v * vec_stride;
+      for (int64_t j = 0; j < half; ++j) {
+        // Forward [y0; y1] = [[c, −s], [s, c]]·[x0; x1]; its transpose is [[c, s], [−s, c]].
+        const float a = p[2 * j], b = p[2 * j + 1];
+        p[2 * j] = a * cs[j] + b * sn[j];
+        p[2 * j + 1] = -a * sn[j] + b * cs[j];
+      }
+    }
+  }
+}
+
+void silu_mul_backward(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, const float* dout,
+                       int64_t dout_ld, float* dgate, float* dup, int64_t d_ld) {
+#pragma omp parallel for schedule(static) if (T * I > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = gate + t * ld;
+    const float* u = up + t * ld;
+    const float* go = dout + t * dout_ld;
+    float* dg = dgate + t * d_ld;
+    float* du = dup + t * d_ld;
+    for (int64_t i = 0; i < I; ++i) {
+      const float gv = g[i], uv = u[i], dov = go[i];
+      const float sig = 1.0f / (1.0f + std::exp(-gv));
+      const float silu = gv * sig;
+      dg[i] = dov * uv * sig * (1.0f + gv * (1.0f - sig));
+      du[i] = dov * silu;
+    }
+  }
+}
+
+void softmax_backward(int64_t S_q, int64_t S_kv, const float* p, int64_t p_ld, float* dp, int64_t dp_ld,
+                      float scale) {
+#pragma omp parallel for schedule(static) if (S_q * S_kv > 16384)
+  for (int64_t s = 0; s < S_q; ++s) {
+    const float* pr = p + s * p_ld;
+    float* g = dp + s * dp_ld;
+    double dot = 0.0;
+    for (int64_t t = 0; t < S_kv; ++t) dot += double(pr[t]) * double(g[t]);
+    const float c = float(dot);
+    for (int64_t t = 0; t < S_kv; ++t) g[t] = scale * pr[t] * (g[t] - c);
+  }
+}
+
+// Row max and log-sum-exp in f64.
+static inline double row_lse(const float* r, int64_t V) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t v = 0; v < V; ++v) mx = std::max(mx, r[v]);
+  double sum = 0.0;
+  for (int64_t v = 0; v < V; ++v) sum += std::exp(double(r[v]) - double(mx));
+  return double(mx) + std::log(sum);
+}
+
+double cross_entropy_sum(int64_t T, int64_t V, const float* logits, int64_t ld, const int32_t* target) {
+  std::vector<double> row(static_cast<size_t>(T), 0.0);  // per-row terms, summed in row order (deterministic)
+#pragma omp parallel for schedule(static) if (T * V > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    if (target[t] < 0) continue;
+    const float* r = logits + t * ld;
+    row[t] = row_lse(r, V) - double(r[target[t]]);
+  }
+  double total = 0.0;
+  for (double v : row) total += v;
+  return total;
+}
+
+void cross_entropy_backward(int64_t T, int64_t V, const float* logits, int64_t ld, const int32_t* target, float scale,
+                            float* dlogits, int64_t d_ld) {
+#pragma omp parallel for schedule(static) if (T * V > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    float* g = dlogits + t * d_ld;
+    if (target[t] < 0) {
+      std::fill(g, g + V, 0.0f);
+      continue;
+    }
+    const float* r = logits + t * ld;
+    const double lse = row_lse(r, V);
+    for (int64_t v = 0; v < V; ++v) g[v] = float(double(scale) * std::exp(double(r[v]) - lse));
+    g[target[t]] -= scale;
+  }
+}
+
+}  // namespace dsv3::ops
