@@ -1,11 +1,12 @@
 // Full forward-pass throughput (tokens/s) of a random model held in memory: `small` at S = 256 and 1024 by
-// default; DSV3_BENCH_CONFIG=<name|path> selects another config. FLOP/s counts the matmul FLOPs of
+// default, with F32 and BF16 GEMMs; DSV3_BENCH_CONFIG=<name|path> selects another config. FLOP/s counts the matmul FLOPs of
 // ModelPlan (2 × active matmul params per token + causal attention at the run's length) plus the lm_head.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
 #include <memory>
 
+#include "kernels/ops.h"
 #include "model/plan.h"
 #include "model/transformer.h"
 
@@ -22,6 +23,8 @@ dsv3::ModelWeights& weights() {
 }
 
 void BM_forward(benchmark::State& st) {
+  dsv3::ops::GemmPrecisionScope prec(st.range(1) ? dsv3::ops::GemmPrecision::kBF16 : dsv3::ops::GemmPrecision::kF32);
+  st.SetLabel(st.range(1) ? "bf16 gemm" : "f32 gemm");
   dsv3::ModelWeights& w = weights();
   dsv3::Transformer model(w);
   const int64_t S = st.range(0);
@@ -40,5 +43,6 @@ void BM_forward(benchmark::State& st) {
 
 }  // namespace
 
-BENCHMARK(BM_forward)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+// Args: sequence length, GEMM precision (0 = f32 OpenBLAS, 1 = bf16 oneDNN).
+BENCHMARK(BM_forward)->Args({256, 0})->Args({1024, 0})->Args({256, 1})->Args({1024, 1})->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK_MAIN();

@@ -66,6 +66,18 @@ void onednn_matmul(benchmark::State& st, dnnl::memory::data_type dt) {
 void BM_onednn_f32(benchmark::State& st) { onednn_matmul(st, dnnl::memory::data_type::f32); }
 void BM_onednn_bf16(benchmark::State& st) { onednn_matmul(st, dnnl::memory::data_type::bf16); }
 
+// oneDNN's BLAS-like sgemm (row-major, no primitive to create).
+void BM_onednn_sgemm_nt(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  auto A = randv(M * K, 1), B = randv(N * K, 2);
+  std::vector<float> C(M * N);
+  for (auto _ : st) {
+    dnnl_sgemm('N', 'T', M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    benchmark::DoNotOptimize(C.data());
+  }
+  set_flops(st, double(M), double(N), double(K));
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   b->Args({2048, 2048, 2048});  // compute-bound peak
   b->Args({1024, 1024, 1024});
@@ -79,4 +91,5 @@ void shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_openblas_sgemm_nt)->Apply(shapes);
 BENCHMARK(BM_onednn_f32)->Apply(shapes);
 BENCHMARK(BM_onednn_bf16)->Apply(shapes);
+BENCHMARK(BM_onednn_sgemm_nt)->Apply(shapes);
 BENCHMARK_MAIN();

@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "dsv3/error.h"
 #include "io/npy.h"
+#include "kernels/ops.h"
 #include "model/plan.h"
 #include "model/transformer.h"
 
@@ -49,7 +50,7 @@ static void register_init(CLI::App& root) {
 static void register_forward(CLI::App& root) {
   auto* cmd = root.add_subcommand("forward", "Run the full forward pass and write logits [S, vocab] as .npy");
   struct Opts {
-    std::string model, tokens, logits, mtp_logits, mla = "naive", dump;
+    std::string model, tokens, logits, mtp_logits, mla = "naive", dump, precision = "f32";
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "model directory (config.json + safetensors)")->required();
@@ -59,7 +60,12 @@ static void register_forward(CLI::App& root) {
                   "output .npy for MTP depth-1 logits [S-1, vocab] (row i predicts token i+2)");
   cmd->add_option("--mla", o->mla, "MLA form")->check(CLI::IsMember({"naive", "absorbed"}))->capture_default_str();
   cmd->add_option("--dump", o->dump, "directory to write every named intermediate as .npy");
+  cmd->add_option("--precision", o->precision,
+                  "GEMM precision: f32 (exact reference path) or bf16 (BF16 operands, F32 accumulation)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   cmd->callback([o] {
+    ops::GemmPrecisionScope precision(o->precision == "bf16" ? ops::GemmPrecision::kBF16 : ops::GemmPrecision::kF32);
     std::vector<int64_t> ids64 = parse_int_list(o->tokens);
     std::vector<int32_t> ids;
     for (int64_t v : ids64) {

@@ -7,11 +7,9 @@
 #pragma once
 #include <cstdint>
 
-namespace dsv3::ops {
+#include "kernels/ops.h"  // gemm_tn (the weight-gradient GEMM) lives with the other GEMMs
 
-// D[M,N] = alpha * A[K,M]^T · B[K,N] + beta * D   (f32, OpenBLAS). The weight-gradient GEMM: dW = dYᵀ·X.
-void gemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
-             int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
+namespace dsv3::ops {
 
 // RMSNorm y = w ⊙ x·r, r = (mean(x²) + eps)^-1/2, row by row over T rows of D.
 // Input gradient: dx = r·(w ⊙ dy − x·r²·Σ_i(w_i dy_i x_i)/D). Overwrites dx, or adds to it if `accumulate`.

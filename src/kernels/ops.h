@@ -5,12 +5,30 @@
 
 namespace dsv3::ops {
 
-// D[M,N] = alpha * A[M,K] · B[N,K]^T + beta * D   (f32; OpenBLAS sgemm, multi-threaded).
-// lda/ldb/ldd are row strides in elements.
+// GEMM precision of the calling thread. kF32: OpenBLAS sgemm (multi-threaded). kBF16: both operands rounded
+// to BF16 (RNE), products accumulated in F32 by oneDNN's matmul (avx512_bf16 / AMX where the CPU has them);
+// alpha/beta are applied in F32. Set with a GemmPrecisionScope; the default is kF32.
+enum class GemmPrecision { kF32, kBF16 };
+GemmPrecision gemm_precision();
+class GemmPrecisionScope {
+ public:
+  explicit GemmPrecisionScope(GemmPrecision p);
+  ~GemmPrecisionScope();
+  GemmPrecisionScope(const GemmPrecisionScope&) = delete;
+  GemmPrecisionScope& operator=(const GemmPrecisionScope&) = delete;
+
+ private:
+  GemmPrecision saved_;
+};
+
+// D[M,N] = alpha * A[M,K] · B[N,K]^T + beta * D. lda/ldb/ldd are row strides in elements.
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
              int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
-// D[M,N] = A[M,K] · B[K,N]  (f32).
+// D[M,N] = alpha * A[M,K] · B[K,N] + beta * D.
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
+             int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
+// D[M,N] = alpha * A[K,M]^T · B[K,N] + beta * D. The weight-gradient GEMM: dW = dYᵀ·X.
+void gemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
              int64_t ldd, float alpha = 1.0f, float beta = 0.0f);
 
 // y[T,D] = w ⊙ x / sqrt(mean(x²) + eps), row by row; x and y may alias. x_stride/y_stride in elements.

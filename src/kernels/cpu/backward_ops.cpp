@@ -2,26 +2,12 @@
 // f64; elementwise math in f32 like the forward ops.
 #include "kernels/backward_ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 namespace dsv3::ops {
-
-void gemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
-             int64_t ldd, float alpha, float beta) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {  // D = beta·D (BLAS may not touch D when K == 0 and beta == 1; do it explicitly)
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) D[i * ldd + j] = beta == 0.0f ? 0.0f : beta * D[i * ldd + j];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta,
-              D, int(ldd));
-}
 
 static inline float rms_inv(const float* x, int64_t D, float eps) {
   double ss = 0.0;
