@@ -1,9 +1,10 @@
 // BPE training time on ~20 MB of text (see BENCHMARKS.md "## BPE training").
 //
 // Corpus: installed Debian text, alternating between prose (/usr/share/common-licenses, /usr/share/doc) and
-// code (/usr/lib/python3*/ sources), files in sorted order, files that are not NUL-free UTF-8 or are > 1 MB skipped,
-// until 20 MB; written once to $TMPDIR/dsv3_bpe_bench_corpus_v2.txt. DSV3_BPE_CORPUS=path uses that file instead.
-// The content depends on what the machine has installed, so compare figures from one machine only.
+// code (/usr/lib/python3*/ sources), files in sorted order, files that are not NUL-free UTF-8 or are > 1 MB
+// skipped, until 20 MB; written once to $TMPDIR/dsv3_bpe_bench_corpus_v2.txt. DSV3_BPE_CORPUS=path uses that
+// file instead. The content depends on what the machine has installed, so compare figures from one machine
+// only.
 //
 // Benchmarks (each repetition is one full run; report the median):
 //   BM_PreTokenize      the V3 pre-tokenizer alone over the corpus: the floor of the counting phase.
@@ -46,7 +47,8 @@ bool valid_utf8(std::string_view s) {
 // Plain UTF-8 text without NUL bytes (so the same corpus also feeds HF's trainer, which needs UTF-8).
 bool is_text_file(const fs::path& p) {
   const std::string ext = p.extension().string();
-  if (ext == ".gz" || ext == ".pyc" || ext == ".so" || ext == ".xz" || ext == ".bz2" || ext == ".zip") return false;
+  if (ext == ".gz" || ext == ".pyc" || ext == ".so" || ext == ".xz" || ext == ".bz2" || ext == ".zip")
+    return false;
   std::error_code ec;
   if (!fs::is_regular_file(p, ec) || fs::is_symlink(p, ec)) return false;
   const auto size = fs::file_size(p, ec);

@@ -8,8 +8,9 @@ pkgs=(
   libdnnl-dev libopenblas-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libonig-dev libicu-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-jinja2 util-linux
   nodejs
+  bible-kjv fortunes fortunes-min fortunes-zh manpages-zh groff-base
 )
 missing=()
 for p in "${pkgs[@]}"; do
