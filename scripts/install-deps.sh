@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
-  libdnnl-dev libopenblas-dev
+  libdnnl-dev libopenblas-openmp-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libonig-dev libicu-dev
   python3-torch python3-numpy python3-jinja2 util-linux
