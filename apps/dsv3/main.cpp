@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "commands.h"
 #include "dsv3/error.h"
 
@@ -37,7 +39,18 @@ std::vector<int64_t> parse_int_list(const std::string& s) {
 
 }  // namespace dsv3::cli
 
+// OpenMP threads that spin while waiting (libgomp's default) cost several-fold throughput on a machine that
+// runs anything else, because every barrier then waits out a descheduled spinner (BENCHMARKS.md). libgomp reads
+// OMP_WAIT_POLICY when it is loaded, before main(), so when the user has not chosen a policy we re-execute
+// ourselves once with OMP_WAIT_POLICY=passive. Set OMP_WAIT_POLICY=active to keep spinning.
+static void ensure_passive_omp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default policy
+}
+
 int main(int argc, char** argv) {
+  ensure_passive_omp_wait(argv);
   CLI::App app{"dsv3: DeepSeek-V3 training and inference"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "dsv3 0.1.0");
