@@ -83,7 +83,7 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->Args({1024, 1024, 1024});
   b->Args({256, 704, 256});     // small: dense gate/up at S=256
   b->Args({1024, 2048, 256});   // small: lm_head at S=1024
-  b->Unit(benchmark::kMillisecond)->MinTime(1.0);
+  b->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();  // rates over wall time (threads)
 }
 
 }  // namespace

@@ -1,0 +1,177 @@
+// Cached incremental decoding (infer/decode.h) against the full-sequence forward (model/transformer.h):
+// prefill of k tokens then 1-token steps, and chunked prefill, on random tiny / tiny_noqlora / small models,
+// out to positions past 64; logits within 1e-4 × max |logit|. Then batch invariance: a sequence's logits are
+// bitwise identical decoded alone, batched with others, or batched in another order, and its cache rows are
+// bitwise identical however its prompt was chunked.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "dsv3/error.h"
+#include "infer/decode.h"
+#include "infer_test_util.h"
+
+using namespace dsv3;
+using namespace dsv3::infer;
+
+namespace {
+
+// Runs one sequence through the decoder in chunks of the given sizes (cycled), every row wanting logits.
+Tensor cached_logits(const ModelWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks) {
+  const ModelConfig& c = w.cfg;
+  const int64_t S = int64_t(tokens.size());
+  int64_t max_chunk = *std::max_element(chunks.begin(), chunks.end());
+  Decoder dec(w, max_chunk, S);
+  KvCache cache(KvCacheConfig::for_model(c, S + 16, 1, S, 16));
+  const int32_t seq = cache.acquire();
+  Tensor out = Tensor::empty({S, c.vocab_size});
+  int64_t p = 0;
+  for (size_t ci = 0; p < S; ++ci) {
+    const int64_t n = std::min(chunks[ci % chunks.size()], S - p);
+    EXPECT_TRUE(cache.reserve(seq, p + n));
+    std::vector<DecodeRow> rows;
+    for (int64_t i = 0; i < n; ++i) rows.push_back({seq, p + i, tokens[size_t(p + i)], true});
+    dec.forward(rows, cache, out.f32() + p * c.vocab_size);
+    p += n;
+  }
+  EXPECT_EQ(cache.length(seq), S);
+  return out;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, double(std::fabs(t.f32()[i])));
+  return m;
+}
+
+void expect_close(const Tensor& got, const Tensor& ref, const std::string& what) {
+  ASSERT_EQ(got.numel(), ref.numel());
+  const double scale = max_abs(ref);
+  double worst = 0;
+  int64_t worst_i = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double d = std::fabs(double(got.f32()[i]) - double(ref.f32()[i]));
+    if (!(d <= worst)) worst = d, worst_i = i;
+  }
+  std::printf("  %-32s max|Δ|/max|logit| = %.2e\n", what.c_str(), worst / scale);
+  EXPECT_LE(worst, 1e-4 * scale) << what << ": max |Δ| " << worst << " at row " << worst_i / ref.dim(1)
+                                 << ", max |logit| " << scale;
+}
+
+}  // namespace
+
+class DecodeVsFull : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DecodeVsFull, PrefillThenStepsAndChunked) {
+  const ModelWeights& w = test::random_model(GetParam());
+  const int64_t S = 90;  // positions past 64
+  const std::vector<int32_t> tokens = test::random_tokens(S, w.cfg.vocab_size, 11);
+  const Tensor ref = test::reference_logits(w, tokens);
+  ASSERT_GT(max_abs(ref), 1e-3);
+  // Prefill 5 tokens, then one token per step.
+  std::vector<int64_t> sched = {5};
+  for (int i = 0; i < S; ++i) sched.push_back(1);
+  expect_close(cached_logits(w, tokens, sched), ref, GetParam() + " prefill 5 + steps");
+  // Chunked prefill: chunks of 17, and a ragged schedule crossing block boundaries.
+  expect_close(cached_logits(w, tokens, {17}), ref, GetParam() + " chunks of 17");
+  expect_close(cached_logits(w, tokens, {1, 31, 2, 40, 16}), ref, GetParam() + " ragged chunks");
+  // Whole prompt in one step.
+  expect_close(cached_logits(w, tokens, {S}), ref, GetParam() + " one chunk");
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, DecodeVsFull, ::testing::Values("tiny", "tiny_noqlora", "small"));
+
+TEST(Decode, ChunkingDoesNotChangeTheCacheOrLogitsBitwise) {
+  const ModelWeights& w = test::random_model("small");
+  const int64_t S = 70;
+  const std::vector<int32_t> tokens = test::random_tokens(S, w.cfg.vocab_size, 12);
+  const Tensor a = cached_logits(w, tokens, {S});
+  const Tensor b = cached_logits(w, tokens, {1});
+  const Tensor c = cached_logits(w, tokens, {3, 29, 7});
+  EXPECT_EQ(0, std::memcmp(a.f32(), b.f32(), a.nbytes()));
+  EXPECT_EQ(0, std::memcmp(a.f32(), c.f32(), a.nbytes()));
+}
+
+// Batch invariance: three sequences with different prompts and lengths; sequence logits when decoded alone
+// must equal, bit for bit, those from batched steps in two different row orders.
+TEST(Decode, BatchInvariantLogits) {
+  for (const char* cfg : {"tiny", "small"}) {
+    const ModelWeights& w = test::random_model(cfg);
+    const ModelConfig& c = w.cfg;
+    const int64_t V = c.vocab_size, n_steps = 12;
+    const std::vector<int64_t> prompt_len = {9, 23, 40};
+    std::vector<std::vector<int32_t>> toks;
+    for (size_t s = 0; s < prompt_len.size(); ++s)
+      toks.push_back(test::random_tokens(prompt_len[s] + n_steps, V, 100 + s));
+
+    // logits[s][step] for each mode.
+    auto run = [&](const std::vector<std::vector<size_t>>& groups, bool reverse_rows) {
+      std::vector<std::vector<float>> out(toks.size());
+      Decoder dec(w, 64, 128);
+      KvCache cache(KvCacheConfig::for_model(c, 512, 3, 128, 8));
+      std::vector<int32_t> seq(toks.size());
+      for (size_t s = 0; s < toks.size(); ++s) seq[s] = cache.acquire();
+      for (const auto& group : groups) {
+        // Prefill each sequence of the group in one chunk (last row wants logits)...
+        for (size_t s : group) {
+          std::vector<DecodeRow> rows;
+          for (int64_t i = 0; i < prompt_len[s]; ++i) rows.push_back({seq[s], i, toks[s][size_t(i)], i + 1 == prompt_len[s]});
+          EXPECT_TRUE(cache.reserve(seq[s], prompt_len[s]));
+          std::vector<float> lg(static_cast<size_t>(V));
+          dec.forward(rows, cache, lg.data());
+          out[s].insert(out[s].end(), lg.begin(), lg.end());
+        }
+        // ... then decode all of the group together, one token each per step.
+        for (int64_t step = 0; step < n_steps - 1; ++step) {
+          std::vector<DecodeRow> rows;
+          for (size_t s : group) {
+            const int64_t p = prompt_len[s] + step;
+            EXPECT_TRUE(cache.reserve(seq[s], p + 1));
+            rows.push_back({seq[s], p, toks[s][size_t(p)], true});
+          }
+          if (reverse_rows) std::reverse(rows.begin(), rows.end());
+          std::vector<float> lg(rows.size() * size_t(V));
+          dec.forward(rows, cache, lg.data());
+          for (size_t i = 0; i < rows.size(); ++i) {
+            const size_t s = size_t(std::find(seq.begin(), seq.end(), rows[i].seq) - seq.begin());
+            out[s].insert(out[s].end(), lg.begin() + int64_t(i) * V, lg.begin() + int64_t(i + 1) * V);
+          }
+        }
+      }
+      return out;
+    };
+    const auto alone = run({{0}, {1}, {2}}, false);
+    const auto batched = run({{0, 1, 2}}, false);
+    const auto permuted = run({{2, 0, 1}}, true);
+    const auto pair = run({{1, 2}, {0}}, false);
+    for (size_t s = 0; s < toks.size(); ++s) {
+      ASSERT_EQ(alone[s].size(), size_t(n_steps * V));
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), batched[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), permuted[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), pair[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
+    }
+  }
+}
+
+TEST(Decode, RejectsBadRows) {
+  const ModelWeights& w = test::random_model("tiny");
+  Decoder dec(w, 4, 32);
+  KvCache cache(KvCacheConfig::for_model(w.cfg, 64, 2, 32, 8));
+  const int32_t s = cache.acquire();
+  ASSERT_TRUE(cache.reserve(s, 8));
+  std::vector<float> lg(size_t(w.cfg.vocab_size));
+  std::vector<DecodeRow> gap = {{s, 1, 3, true}};  // position 0 missing
+  EXPECT_THROW(dec.forward(gap, cache, lg.data()), Error);
+  std::vector<DecodeRow> unreserved = {{s, 0, 3, false}, {s, 1, 3, false}};
+  EXPECT_NO_THROW(dec.forward(unreserved, cache, lg.data()));
+  EXPECT_EQ(cache.length(s), 2);
+  std::vector<DecodeRow> bad_token = {{s, 2, int32_t(w.cfg.vocab_size), true}};
+  EXPECT_THROW(dec.forward(bad_token, cache, lg.data()), Error);
+  std::vector<DecodeRow> beyond = {{s, 2, 1, false}, {s, 3, 1, false}, {s, 4, 1, false}, {s, 5, 1, false},
+                                   {s, 6, 1, false}};
+  EXPECT_THROW(dec.forward(beyond, cache, lg.data()), Error);  // more rows than max_rows
+  EXPECT_EQ(cache.length(s), 2);
+}
