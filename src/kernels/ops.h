@@ -5,7 +5,7 @@
 
 namespace dsv3::ops {
 
-// GEMM precision of the calling thread. kF32: OpenBLAS sgemm (multi-threaded). kBF16: both operands rounded
+// GEMM precision of the calling thread. kF32: oneDNN sgemm (multi-threaded). kBF16: both operands rounded
 // to BF16 (RNE), products accumulated in F32 by oneDNN's matmul (avx512_bf16 / AMX where the CPU has them);
 // alpha/beta are applied in F32. Set with a GemmPrecisionScope; the default is kF32.
 enum class GemmPrecision { kF32, kBF16 };
