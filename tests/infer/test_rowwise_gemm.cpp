@@ -1,6 +1,6 @@
 // The row-independent GEMM (infer/rowwise_gemm.h): bit-exact against a plain scalar re-derivation of its one
 // summation order (simd.h) on random and edge shapes; a row's result is the same for any M, any grouping
-// and any thread count. Also measures whether OpenBLAS sgemm (ops::gemm_nt) gives M-dependent rows on this
+// and any thread count. Also measures whether the library F32 GEMM (ops::gemm_nt) gives M-dependent rows on this
 // machine — the reason the engine does not use it for decode.
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -113,7 +113,7 @@ TEST(RowwiseGemm, EmptyProblemsAreNoOps) {
   EXPECT_EQ(c, 0.0f);
 }
 
-// Informational: does OpenBLAS give a row a different result when other rows come along? Prints the count
+// Informational: does the library F32 GEMM (ops::gemm_nt) give a row a different result when other rows come along? Prints the count
 // for the decode-like shapes; the engine does not depend on the answer.
 TEST(RowwiseGemm, OpenBlasRowDependenceOnM) {
   const int64_t N = 512, K = 256;
@@ -125,7 +125,7 @@ TEST(RowwiseGemm, OpenBlasRowDependenceOnM) {
     ops::gemm_nt(M, N, K, A.data(), K, B.data(), K, out.data(), N);
     const bool same = std::memcmp(ref.data(), out.data(), size_t(N) * 4) == 0;
     differing_m += !same;
-    std::printf("  OpenBLAS row 0 with M=%-3lld vs M=1: %s\n", (long long)M, same ? "bitwise equal" : "DIFFERENT");
+    std::printf("  gemm_nt row 0 with M=%-3lld vs M=1: %s\n", (long long)M, same ? "bitwise equal" : "DIFFERENT");
   }
   RecordProperty("openblas_m_values_with_different_row0", differing_m);
 }

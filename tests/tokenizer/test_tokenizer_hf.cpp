@@ -1,6 +1,7 @@
 // The tokenizer against the real Hugging Face `tokenizers` library (its Node binding, pinned in
-// tests/tokenizer/hf/package.json). Once per test run, the fixture:
-//   1. copies tests/tokenizer/hf/ to BUILD/tokenizer-hf and runs `npm ci` there if node_modules is missing;
+// tests/tokenizer/hf/package.json). Once per test process, the fixture:
+//   1. copies tests/tokenizer/hf/ to BUILD/tokenizer-hf and runs `npm ci` there if node_modules is missing
+//      (under a lock; the generated files below go to a per-process BUILD/tokenizer-hf/run-<pid>/);
 //   2. generates the multilingual corpus with scripts/make-tokenizer-corpus.py (~6 MB, deterministic);
 //   3. writes variant tokenizer.json files (merges as pairs, added tokens with lstrip/rstrip/single_word,
 //      NFKC, every Split behavior with and without invert, ByteLevel with regex and prefix space, ...);
@@ -9,6 +10,7 @@
 // byte-exact decode(encode(x)) == x, and decode == HF's decode (after HF's lossy UTF-8 step).
 // Skips only when `node` is not installed; any other failure (npm, python, a mismatch) is a failure.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -319,14 +321,20 @@ class TokenizerHf : public ::testing::Test {
       skip_ = true;
       return;
     }
-    const fs::path src(DSV3_SOURCE_DIR), work = fs::path(DSV3_BINARY_DIR) / "tokenizer-hf";
+    // The node package (shared by every test process, installed once under a lock) lives in BUILD/tokenizer-hf;
+    // each process writes its corpus, jobs and reference ids into its own run-<pid>/ so that CTest can run
+    // these tests in parallel.
+    const fs::path src(DSV3_SOURCE_DIR), pkg = fs::path(DSV3_BINARY_DIR) / "tokenizer-hf";
+    const fs::path work = pkg / ("run-" + std::to_string(::getpid()));
     fs::create_directories(work / "variants");
-    for (const char* f : {"package.json", "package-lock.json", "reference.js"})
-      fs::copy_file(src / "tests/tokenizer/hf" / f, work / f, fs::copy_options::overwrite_existing);
-    if (!fs::exists(work / "node_modules/tokenizers/package.json")) {
-      std::string cmd = "cd '" + work.string() + "' && npm ci --no-audit --no-fund > npm.log 2>&1";
+    {
+      const std::string lock = (pkg / "npm.lock").string();
+      std::string cmd = "flock '" + lock + "' /bin/sh -c 'cd \"" + pkg.string() + "\" && for f in package.json " +
+                        "package-lock.json reference.js; do cp \"" + (src / "tests/tokenizer/hf").string() +
+                        "/$f\" .; done && { test -f node_modules/tokenizers/package.json || npm ci --no-audit " +
+                        "--no-fund > npm.log 2>&1; }'";
       if (std::system(cmd.c_str()) != 0) {
-        setup_error_ = "npm ci failed in " + work.string() + " (see npm.log there)";
+        setup_error_ = "npm ci failed in " + pkg.string() + " (see npm.log there)";
         return;
       }
     }
@@ -377,10 +385,9 @@ class TokenizerHf : public ::testing::Test {
                       {"out", (work / ("decode_" + name + ".jsonl")).string()}});
     }
     std::ofstream(work / "jobs.json") << jobs.dump(1);
-    cmd = "cd '" + work.string() +
-          "' && RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false UV_THREADPOOL_SIZE=1 node reference.js "
-          "jobs.json "
-          "> reference.log 2>&1";
+    cmd = "cd '" + pkg.string() +
+          "' && RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false UV_THREADPOOL_SIZE=1 node reference.js '" +
+          (work / "jobs.json").string() + "' > '" + (work / "reference.log").string() + "' 2>&1";
     auto t0 = std::chrono::steady_clock::now();
     if (std::system(cmd.c_str()) != 0) {
       setup_error_ = "reference.js failed (see " + (work / "reference.log").string() + ")";
@@ -389,6 +396,10 @@ class TokenizerHf : public ::testing::Test {
     std::printf("[ hf ref   ] node reference ran in %.1f s\n",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     work_ = work;
+  }
+
+  static void TearDownTestSuite() {
+    if (!work_.empty()) fs::remove_all(work_);
   }
 
   void SetUp() override {

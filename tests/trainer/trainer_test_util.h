@@ -16,27 +16,18 @@
 #include "model/weights.h"
 #include "train/run_config.h"
 
-extern "C" void openblas_set_num_threads(int);
-extern "C" int openblas_get_num_threads(void);
-
 namespace dsv3::train::testing {
 
-// One thread for OpenMP and OpenBLAS while alive: the development machine has 2 cores shared with other
-// builds, where spinning worker threads make a tiny model 25x slower. Results are the same bits either way
-// within one process; the child processes get OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
+// One OpenMP thread (which oneDNN's GEMMs also use) while alive: the development machine has 2 cores shared
+// with other builds, where spinning worker threads make a tiny model 25x slower. Results are the same bits
+// either way within one process; the child processes get OMP_NUM_THREADS=1.
 class SingleThread {
  public:
-  SingleThread() : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
-    omp_set_num_threads(1);
-    openblas_set_num_threads(1);
-  }
-  ~SingleThread() {
-    omp_set_num_threads(omp_);
-    openblas_set_num_threads(blas_);
-  }
+  SingleThread() : omp_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SingleThread() { omp_set_num_threads(omp_); }
 
  private:
-  int omp_, blas_;
+  int omp_;
 };
 
 inline std::string fresh_dir(const std::string& name) {
