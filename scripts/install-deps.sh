@@ -24,4 +24,9 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: all packages present"
 fi
-command -v npm >/dev/null || { echo "install-deps: npm missing (comes with nodejs)"; exit 1; }
+# Debian's nodejs ships npm as a separate package (other Node.js builds bundle it).
+if ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
