@@ -42,6 +42,10 @@ void rmsnorm(int64_t T, int64_t D, const float* x, int64_t x_stride, const float
 void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
                       const int64_t* pos, const double* inv_freq, double cs_scale);
 
+// Shared body of rope_interleaved (sin_sign = +1) and its transpose (sin_sign = −1, kernels/backward_ops.h).
+void rope_interleaved_signed(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                             const int64_t* pos, const double* inv_freq, double cs_scale, float sin_sign);
+
 // out[T,I] = silu(gate) ⊙ up, where gate/up are [T,I] with row stride ld.
 void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, float* out, int64_t out_ld);
 

@@ -48,25 +48,8 @@ void rmsnorm_backward_weight(int64_t T, int64_t D, const float* x, int64_t x_str
 
 void rope_interleaved_backward(int64_t T, int64_t n_vec, int64_t d, float* dx, int64_t token_stride,
                                int64_t vec_stride, const int64_t* pos, const double* inv_freq, double cs_scale) {
-  const int64_t half = d / 2;
-#pragma omp parallel for schedule(static) if (T > 16)
-  for (int64_t t = 0; t < T; ++t) {
-    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
-    for (int64_t j = 0; j < half; ++j) {
-      const double ang = double(pos[t]) * inv_freq[j];
-      cs[j] = float(std::cos(ang) * cs_scale);
-      sn[j] = float(std::sin(ang) * cs_scale);
-    }
-    for (int64_t v = 0; v < n_vec; ++v) {
-      float* p = dx + t * token_stride + v * vec_stride;
-      for (int64_t j = 0; j < half; ++j) {
-        // Forward [y0; y1] = [[c, −s], [s, c]]·[x0; x1]; its transpose is [[c, s], [−s, c]].
-        const float a = p[2 * j], b = p[2 * j + 1];
-        p[2 * j] = a * cs[j] + b * sn[j];
-        p[2 * j + 1] = -a * sn[j] + b * cs[j];
-      }
-    }
-  }
+  // The transpose of a rotation by θ is the rotation by −θ: same kernel with the sine negated.
+  rope_interleaved_signed(T, n_vec, d, dx, token_stride, vec_stride, pos, inv_freq, cs_scale, -1.0f);
 }
 
 void silu_mul_backward(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, const float* dout,

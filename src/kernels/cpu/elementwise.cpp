@@ -1,5 +1,6 @@
 // Row-wise CPU ops: RMSNorm, interleaved RoPE, SwiGLU activation (see ops.h for the contracts).
 #include <cmath>
+#include <vector>
 
 #include "kernels/ops.h"
 
@@ -18,17 +19,19 @@ void rmsnorm(int64_t T, int64_t D, const float* x, int64_t x_stride, const float
   }
 }
 
-void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
-                      const int64_t* pos, const double* inv_freq, double cs_scale) {
+void rope_interleaved_signed(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                             const int64_t* pos, const double* inv_freq, double cs_scale, float sin_sign) {
   const int64_t half = d / 2;
 #pragma omp parallel for schedule(static) if (T > 16)
   for (int64_t t = 0; t < T; ++t) {
-    float cs[512], sn[512];  // d/2 <= 512 (checked by the caller's config validation in practice)
+    thread_local std::vector<float> cs, sn;
+    cs.resize(size_t(half));
+    sn.resize(size_t(half));
     for (int64_t j = 0; j < half; ++j) {
       // Angle and cos/sin in double: at long positions an f32 angle alone carries ~pos·2^-24 rad of error.
       const double ang = double(pos[t]) * inv_freq[j];
       cs[j] = float(std::cos(ang) * cs_scale);
-      sn[j] = float(std::sin(ang) * cs_scale);
+      sn[j] = sin_sign * float(std::sin(ang) * cs_scale);
     }
     for (int64_t v = 0; v < n_vec; ++v) {
       float* p = x + t * token_stride + v * vec_stride;
@@ -39,6 +42,11 @@ void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t tok
       }
     }
   }
+}
+
+void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                      const int64_t* pos, const double* inv_freq, double cs_scale) {
+  rope_interleaved_signed(T, n_vec, d, x, token_stride, vec_stride, pos, inv_freq, cs_scale, 1.0f);
 }
 
 void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, float* out, int64_t out_ld) {
