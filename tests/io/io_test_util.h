@@ -15,6 +15,7 @@
 
 #include "core/tensor.h"
 #include "dsv3/error.h"
+#include "../temp_dir.h"
 
 namespace dsv3::io::test {
 
@@ -23,23 +24,7 @@ inline const std::vector<DType> kAllDTypes = {DType::BOOL, DType::U8,      DType
                                               DType::F32,  DType::F64,     DType::F8_E4M3, DType::F8_E5M2};
 
 // A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string tag = info ? std::string(info->test_suite_name()) + "_" + info->name() : "io";
-    path = std::filesystem::temp_directory_path() /
-           ("dsv3_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using dsv3::test::TempDir;
 
 // Value of flat element i for a dtype (the formula in safetensors_check.py).
 inline double formula(DType t, int64_t i) {

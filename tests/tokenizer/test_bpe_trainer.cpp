@@ -16,6 +16,7 @@
 #include "tokenizer/bpe_trainer.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#include "../temp_dir.h"
 
 using namespace dsv3::tok;
 using nlohmann::json;
@@ -42,20 +43,7 @@ std::vector<std::string> read_lines(const fs::path& p) {
   return out;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("dsv3_bpe_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using dsv3::test::TempDir;
 
 BpeTrainerOptions opts(int32_t n_merges, int64_t min_frequency = 1) {
   BpeTrainerOptions o;

@@ -13,6 +13,7 @@
 
 #include "dsv3/error.h"
 #include "tokenizer/chat_template.h"
+#include "../temp_dir.h"
 
 using namespace dsv3::tok;
 using nlohmann::json;
@@ -39,21 +40,7 @@ bool have_command(const char* name) {
   return std::system((std::string("command -v ") + name + " >/dev/null 2>&1").c_str()) == 0;
 }
 
-// A temp directory removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("dsv3_chat_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using dsv3::test::TempDir;
 
 json msg(const std::string& role, const json& content) {
   return {{"role", role}, {"content", content}};
