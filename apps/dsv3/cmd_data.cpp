@@ -11,6 +11,7 @@
 #include "data/prepare.h"
 #include "data/shard_loader.h"
 #include "dsv3/error.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
@@ -25,6 +26,7 @@ void register_data(CLI::App& root) {
     uint64_t seed = 0;
     int threads = 0;
     int64_t shard_tokens = int64_t(1) << 26;
+    std::string bos = "auto";
     bool quiet = false;
   };
   auto po = std::make_shared<PrepOpts>();
@@ -49,6 +51,10 @@ void register_data(CLI::App& root) {
       ->check(CLI::IsMember({"file", "blank-line", "line"}))
       ->capture_default_str();
   prep->add_option("--shard-tokens", po->shard_tokens, "target tokens per shard file")->capture_default_str();
+  prep->add_option("--bos", po->bos,
+                   "BOS before every document: auto follows the tokenizer's add_bos_token (DeepSeek-V3: on)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   prep->add_flag("--quiet", po->quiet, "no progress on stderr");
   prep->callback([po] {
     using namespace dsv3::data;
@@ -62,6 +68,7 @@ void register_data(CLI::App& root) {
     o.n_threads = po->threads;
     o.doc_sep = parse_doc_sep(po->doc_sep);
     o.shard_tokens = po->shard_tokens;
+    o.bos = po->bos == "on" || (po->bos == "auto" && dsv3::tok::Tokenizer::load(po->tokenizer).add_bos_default());
     if (!po->quiet) {
       o.on_progress = [last = -1.0](const PrepareProgress& p) mutable {
         const bool done = p.bytes_in == p.bytes_total;

@@ -174,6 +174,8 @@ PrepareStats prepare_data(const PrepareOptions& o) {
   const tok::Tokenizer tokenizer = tok::Tokenizer::load(o.tokenizer);
   const int32_t eos = tokenizer.eos_id();
   DSV3_CHECK(eos >= 0, "tokenizer \"", tok_json, "\" has no EOS token");
+  const int32_t bos = tokenizer.bos_id();
+  DSV3_CHECK(!o.bos || bos >= 0, "tokenizer \"", tok_json, "\" has no BOS token (prepare without BOS)");
   tok::FimTokenIds fim_ids;
   if (o.fim_rate > 0.0) fim_ids = tok::fim_token_ids(tokenizer);
   const tok::FimOptions fim{o.fim_rate, o.seed};
@@ -213,11 +215,19 @@ PrepareStats prepare_data(const PrepareOptions& o) {
         for (size_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1)) < n;) {
           const uint64_t doc_index = uint64_t(st.n_docs) + i;
           std::vector<int32_t>& ids = out[i];
+          std::vector<int32_t> body;
           if (o.fim_rate > 0.0) {
             fim_applied[i] = tok::fim_draw_text(docs[i], fim, doc_index).applied;
-            ids = tok::fim_encode(docs[i], fim, doc_index, fim_ids, encode);
+            body = tok::fim_encode(docs[i], fim, doc_index, fim_ids, encode);
           } else {
-            ids = tokenizer.encode(docs[i], false);
+            body = tokenizer.encode(docs[i], false);
+          }
+          if (o.bos) {
+            ids.reserve(body.size() + 2);
+            ids.push_back(bos);
+            ids.insert(ids.end(), body.begin(), body.end());
+          } else {
+            ids = std::move(body);
           }
           ids.push_back(eos);
           to_val[i] = is_val_document(docs[i], o.seed, o.val_fraction);
@@ -301,7 +311,7 @@ PrepareStats prepare_data(const PrepareOptions& o) {
                         {"vocab_size", tokenizer.vocab_size()},
                         {"eos_id", eos},
                         {"bos_id", tokenizer.bos_id()}};
-  index["documents"] = {{"doc_sep", doc_sep_name(o.doc_sep)}, {"eos_after_each", true}};
+  index["documents"] = {{"doc_sep", doc_sep_name(o.doc_sep)}, {"eos_after_each", true}, {"bos_before_each", o.bos}};
   index["fim"] = {{"rate", o.fim_rate}, {"mode", "psm"}, {"n_docs", st.n_docs_fim}};
   index["split"] = {{"val_fraction", o.val_fraction}, {"rule", "content-hash"}};
   index["seed"] = o.seed;

@@ -11,7 +11,9 @@
 //  3. Split: a document goes to "val" iff u(seed, FNV-1a of its bytes) < val_fraction — a function of the
 //     content, so the split of a document never changes when other documents are added, removed or
 //     reordered (and identical documents land in the same split).
-//  4. Tokens: tokenizer.encode(doc) without BOS, one EOS appended. At rate fim_rate a document is turned
+//  4. Tokens: tokenizer.encode(doc), one EOS appended, and BOS in front when `bos` (the CLI's default follows the
+//     tokenizer's add_bos_token, as DeepSeek-V3's tokenizer encodes every text: then a prompt encoded with BOS
+//     looks like the start of a training document). At rate fim_rate a document is turned
 //     into PSM FIM (tok::fim_encode: cut on characters, the three parts encoded separately), decided and
 //     cut by a counter-based draw of (seed, doc_index) only.
 //  5. Tokenization runs on n_threads threads over batches of documents; results are written in document
@@ -54,6 +56,7 @@ struct PrepareOptions {
   uint64_t seed = 0;
   int n_threads = 0;  // 0: hardware concurrency
   DocSep doc_sep = DocSep::kFile;
+  bool bos = false;  // BOS before every document (FIM documents too: BOS <｜fim▁begin｜>…)
   int64_t shard_tokens = int64_t(1) << 26;  // target tokens per shard (256 MiB)
   int64_t batch_bytes = int64_t(16) << 20;  // text tokenized per parallel batch (memory bound)
   std::function<void(const PrepareProgress&)> on_progress;  // called after each batch; null: silent

@@ -315,6 +315,20 @@ TEST(DataPrepare, DeepSeekV3TokenizerFimIds) {
   EXPECT_EQ(count(stream, 128802), 20);  // <｜fim▁end｜>
   EXPECT_EQ(stream[0], 128801);
   EXPECT_EQ(read_index(o.out_dir)["tokenizer"]["eos_id"], 1);
+  EXPECT_EQ(count(stream, 0), 0);  // no BOS unless asked
+  EXPECT_EQ(read_index(o.out_dir)["documents"]["bos_before_each"], false);
+
+  // With BOS: every document (FIM ones too) starts with BOS right after the previous document's EOS.
+  o.bos = true;
+  prepare_data(o);
+  const std::vector<int32_t> with_bos = read_split(o.out_dir, "train");
+  EXPECT_EQ(with_bos.size(), stream.size() + 20);
+  EXPECT_EQ(count(with_bos, 0), 20);
+  EXPECT_EQ(with_bos[0], 0);
+  EXPECT_EQ(with_bos[1], 128801);
+  for (size_t i = 0; i + 1 < with_bos.size(); ++i)
+    if (with_bos[i] == 1) EXPECT_EQ(with_bos[i + 1], 0) << "document after position " << i;
+  EXPECT_EQ(read_index(o.out_dir)["documents"]["bos_before_each"], true);
   // The tiny tokenizer's data is refused against V3's tokenizer and vice versa.
   EXPECT_THROW(check_tokenizer(o.out_dir, tiny_tokenizer_dir()), dsv3::Error);
 }
@@ -331,6 +345,7 @@ TEST(DataPrepare, Cli) {
   EXPECT_NE(read_bytes(tmp / "stdout.txt").find("50 docs"), std::string::npos)
       << read_bytes(tmp / "stdout.txt");
   EXPECT_EQ(read_index(out)["seed"], 3);
+  EXPECT_EQ(read_index(out)["documents"]["bos_before_each"], true);  // --bos auto: the tokenizer adds BOS
   const std::string check = bin + " data check --dir " + out + " --tokenizer " + tiny_tokenizer_dir() +
                             " > " + (tmp / "check.txt") + " 2>&1";
   EXPECT_EQ(std::system(check.c_str()), 0) << read_bytes(tmp / "check.txt");
