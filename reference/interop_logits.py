@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dsv3_ref.safetensors_io import read_safetensors  # noqa: E402
-from dsv3_ref.weights import load_model_dir  # noqa: E402
+from dsv3_ref.weights import load_model_dir, safetensors_files  # noqa: E402
 
 
 def fail(msg):
@@ -47,12 +47,7 @@ def check_directory(model_dir):
         if g.get(key) != cfg.get(key):
             fail(f"generation_config.json {key} {g.get(key)} != config.json {cfg.get(key)}")
     checked.append("generation_config.json ids")
-    idx = os.path.join(model_dir, "model.safetensors.index.json")
-    if os.path.exists(idx):
-        with open(idx) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
+    files = safetensors_files(model_dir)
     for fn in files:
         _, meta = read_safetensors(os.path.join(model_dir, fn))
         if (meta or {}).get("format") != "pt":

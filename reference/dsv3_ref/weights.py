@@ -159,18 +159,21 @@ def write_model_dir(path, cfg: Config, storage, dtype):
     write_safetensors(os.path.join(path, "model.safetensors"), storage, {"format": "pt"})
 
 
+def safetensors_files(path):
+    """The weight files of a model dir: the shards named by model.safetensors.index.json, or model.safetensors."""
+    idx = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            return sorted(set(json.load(f)["weight_map"].values()))
+    return ["model.safetensors"]
+
+
 def load_model_dir(path):
     """HF model dir (single model.safetensors or sharded with model.safetensors.index.json) ->
     (Config, float64 DeepseekV3 with the decoded weights)."""
     cfg = Config.from_json(os.path.join(path, "config.json"))
-    idx = os.path.join(path, "model.safetensors.index.json")
     tensors = {}
-    if os.path.exists(idx):
-        with open(idx) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    for fn in files:
+    for fn in safetensors_files(path):
         t, _ = read_safetensors(os.path.join(path, fn))
         tensors.update(t)
     return cfg, build_model(cfg, decode_storage(tensors))
