@@ -11,6 +11,8 @@ void fp8_block_quantize(const float* w, int64_t rows, int64_t cols, int64_t bo, 
                         float* scale_inv);
 void fp8_block_dequantize(const uint8_t* codes, const float* scale_inv, int64_t rows, int64_t cols, int64_t bo,
                           int64_t bi, float* out);
+// E4M3 code (saturating, RNE) of the exact quotient w / scale; NaN gives 0x7F.
+uint8_t e4m3_of_quotient(float w, float scale);
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace dsv3
