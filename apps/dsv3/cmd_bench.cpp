@@ -1,27 +1,35 @@
 // `dsv3 bench decode | prefill`: inference throughput against the machine's measured roofline.
-//   dsv3 bench decode  (--model DIR | --config NAME) [--batch 1,4,16] [--ctx 512] [--steps 32] [--warmup 4]
-//   dsv3 bench prefill (--model DIR | --config NAME) [--tokens 512] [--chunk 256] [--reps 3]
+//   dsv3 bench decode  (--model DIR | --config NAME) [--weights auto|f32|bf16|fp8] [--batch 1,4,16] [--ctx 512]
+//                      [--steps 32] [--warmup 4]
+//   dsv3 bench prefill (--model DIR | --config NAME) [--weights …] [--tokens 512] [--chunk 256] [--reps 3]
+//                      [--baseline]
+// Weights: --model keeps the checkpoint's format (BF16 stays BF16, FP8 stays FP8 codes + scales) unless
+//   --weights says otherwise; --config builds random weights in the --weights format (auto = F32).
 // decode: B sequences with a latent cache of --ctx tokens each (filled with random rows: the arithmetic and
 //   the bytes are those of a real cache), then timed batched decode steps (one token per sequence, logits for
 //   all). Reports the median step, tokens/s, the distinct weight bytes + KV bytes each step reads, the
-//   achieved GB/s and its share of the read bandwidth measured in the same run (a 2-thread sum over a buffer
-//   far larger than the last-level cache).
-// prefill: one prompt of --tokens random ids in chunks, median of --reps; achieved GFLOP/s against the
-//   measured FMA peak, and the full-sequence forward (OpenBLAS GEMMs, naive MLA) on the same prompt as the
-//   baseline.
+//   achieved GB/s and its share of the read bandwidth measured in the same run (median of 7 two-thread sums
+//   over a buffer far larger than the last-level cache) — which is also the share of the bandwidth bound
+//   (tokens/s if every step only streamed those bytes at that bandwidth). Also the resident set size.
+// prefill: one prompt of --tokens random ids in chunks, median of --reps; achieved GFLOP/s (GEMM + attention
+//   FLOPs); --baseline adds the full-sequence F32 forward (library GEMMs, naive MLA) on the same prompt.
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "commands.h"
 #include "core/rng.h"
 #include "dsv3/error.h"
 #include "infer/decode.h"
+#include "infer/infer_weights.h"
 #include "infer/simd.h"
 #include "model/transformer.h"
 
@@ -50,14 +58,14 @@ __attribute__((noinline)) float sum_range(const float* buf, int64_t i0, int64_t 
   return hsum(acc[0]) + hsum(acc[1]) + hsum(acc[2]) + hsum(acc[3]);
 }
 
-// Read bandwidth: best of `reps` parallel sums over `bytes` (first-touched by the same threads).
+// Read bandwidth: median of `reps` parallel sums over `bytes` (first-touched by the same threads).
 double measure_read_gbps(size_t bytes, int reps) {
   const int64_t step = 4 * infer::simd::kLanes;
   const int64_t n = int64_t(bytes / sizeof(float)) / step * step;
   std::unique_ptr<float[]> buf(new float[size_t(n)]);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = 1.0f;
-  double best = 0;
+  std::vector<double> gbps;
   volatile float sink = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
@@ -69,10 +77,10 @@ double measure_read_gbps(size_t bytes, int reps) {
       total += sum_range(buf.get(), i0, i1);
     }
     sink = total;
-    best = std::max(best, double(n) * sizeof(float) / seconds_since(t0) / 1e9);
+    gbps.push_back(double(n) * sizeof(float) / seconds_since(t0) / 1e9);
   }
   (void)sink;
-  return best;
+  return median(gbps);
 }
 
 // FMA peak: independent vector FMA chains on every thread (GFLOP/s, 2 flops per lane per FMA).
@@ -101,33 +109,53 @@ double measure_fma_gflops() {
   return double(iters) * kChains * infer::simd::kLanes * 2 * omp_get_max_threads() / s / 1e9;
 }
 
+// Resident set size of this process (MB), from /proc/self/status.
+double rss_mb(const char* field = "VmRSS:") {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::string(field).size())) / 1024.0;
+  return 0;
+}
+
+std::optional<DType> parse_weights(const std::string& s) {
+  if (s == "auto") return std::nullopt;
+  if (s == "f32") return DType::F32;
+  if (s == "bf16") return DType::BF16;
+  if (s == "fp8") return DType::F8_E4M3;
+  DSV3_FAIL("bench: --weights must be auto, f32, bf16 or fp8, got \"", s, "\"");
+}
+
 struct ModelSource {
-  std::string model, config;
-  std::unique_ptr<ModelWeights> load() const {
+  std::string model, config, weights = "auto";
+  std::unique_ptr<infer::InferWeights> load() const {
     DSV3_CHECK(model.empty() != config.empty(), "bench: give exactly one of --model or --config");
-    if (!model.empty()) {
-      LoadOptions lo;
-      lo.load_mtp = false;
-      return std::make_unique<ModelWeights>(ModelWeights::load(model, lo));
-    }
+    const std::optional<DType> want = parse_weights(weights);
+    if (!model.empty()) return std::make_unique<infer::InferWeights>(infer::InferWeights::load(model, want));
     fs::path p = config;
     if (!fs::exists(p)) p = fs::path(DSV3_SOURCE_DIR) / "configs" / (config + ".json");
     DSV3_CHECK(fs::exists(p), "bench: config \"", config, "\" is neither a file nor a built-in config");
     ModelConfig c = ModelConfig::load(p.string());
     c.num_nextn_predict_layers = 0;
-    return std::make_unique<ModelWeights>(ModelWeights::random(c, 1, 0.02f));
+    const ModelWeights w = ModelWeights::random(c, 1, 0.02f);
+    return std::make_unique<infer::InferWeights>(infer::InferWeights::from(w, want.value_or(DType::F32)));
   }
 };
-
-double param_bytes(const ModelWeights& w) {
-  double b = 0;
-  for (const auto& [name, t] : w.by_name) b += double(t.nbytes());
-  return b;
-}
 
 void add_source(CLI::App* cmd, ModelSource& s) {
   cmd->add_option("--model", s.model, "model directory");
   cmd->add_option("--config", s.config, "or: built-in config name / config.json path (random weights)");
+  cmd->add_option("--weights", s.weights, "resident weight format: auto (as stored), f32, bf16, fp8")
+      ->capture_default_str();
+}
+
+void print_model(const infer::InferWeights& w) {
+  const ModelConfig& c = w.cfg;
+  std::printf("model: %s Linear weights, %.1f MB resident parameters (RSS %.0f MB after loading), D %lld, "
+              "%lld layers, %lld experts (K %lld), vocab %lld\n",
+              std::string(dtype_name(w.dtype)).c_str(), w.resident_bytes() / 1e6, rss_mb(), (long long)c.hidden_size,
+              (long long)c.num_hidden_layers, (long long)c.n_routed_experts, (long long)c.num_experts_per_tok,
+              (long long)c.vocab_size);
 }
 
 void register_bench(CLI::App& root) {
@@ -151,25 +179,23 @@ void register_bench(CLI::App& root) {
   dec->add_option("--bw-mib", d->bw_mib, "buffer for the bandwidth measurement (MiB)")->capture_default_str();
   dec->callback([d] {
     auto wp = d->src.load();
-    const ModelWeights& w = *wp;
+    const infer::InferWeights& w = *wp;
     const ModelConfig& c = w.cfg;
     const std::vector<int64_t> batches = parse_int_list(d->batch);
     const int64_t max_b = *std::max_element(batches.begin(), batches.end());
     DSV3_CHECK(max_b > 0 && d->ctx >= 0 && d->steps > 0 && d->warmup >= 0, "bench decode: bad sizes");
     const int64_t max_len = d->ctx + d->warmup + d->steps + 1;
 
-    const double bw = measure_read_gbps(d->bw_mib << 20, 5);
-    std::printf("machine: %d threads, read bandwidth %.1f GB/s (best of 5 sums over %zu MiB)\n",
+    print_model(w);
+    const double bw = measure_read_gbps(d->bw_mib << 20, 7);
+    std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB)\n",
                 omp_get_max_threads(), bw, d->bw_mib);
     const infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, max_len, 1, max_len, 16);
-    std::printf("model: %.1f MB of F32 parameters, D %lld, %lld layers, %lld experts (K %lld), vocab %lld\n",
-                param_bytes(w) / 1e6, (long long)c.hidden_size, (long long)c.num_hidden_layers,
-                (long long)c.n_routed_experts, (long long)c.num_experts_per_tok, (long long)c.vocab_size);
-    std::printf("latent KV cache: %lld bytes/token = (kv_lora_rank %lld + qk_rope_head_dim %lld) x %lld layers x 4\n",
+    std::printf("latent KV cache: %lld bytes/token = (kv_lora_rank %lld + qk_rope_head_dim %lld) x %lld layers x %zu\n",
                 (long long)kc.bytes_per_token(), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,
-                (long long)c.num_hidden_layers);
-    std::printf("%6s %6s %10s %10s %12s %12s %10s %8s\n", "batch", "ctx", "step_ms", "tok/s", "weight_MB", "kv_MB",
-                "GB/s", "%bw");
+                (long long)c.num_hidden_layers, dtype_size(kc.dtype));
+    std::printf("%6s %6s %10s %10s %12s %12s %10s %11s %8s\n", "batch", "ctx", "step_ms", "tok/s", "weight_MB",
+                "kv_MB", "GB/s", "bound_tok/s", "%bound");
     for (int64_t B : batches) {
       infer::KvCache cache(infer::KvCacheConfig::for_model(c, B * ((max_len + 15) / 16 * 16), B, max_len, 16));
       infer::Decoder decoder(w, B, max_len);
@@ -199,17 +225,21 @@ void register_bench(CLI::App& root) {
       }
       const double t = median(times);
       const double bytes = st.weight_bytes + st.kv_bytes;
-      std::printf("%6lld %6lld %10.3f %10.1f %12.2f %12.2f %10.2f %7.1f%%\n", (long long)B, (long long)d->ctx, t * 1e3,
-                  double(B) / t, st.weight_bytes / 1e6, st.kv_bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / bw);
+      const double bound = double(B) * bw * 1e9 / bytes;
+      std::printf("%6lld %6lld %10.3f %10.1f %12.2f %12.2f %10.2f %11.1f %7.1f%%\n", (long long)B, (long long)d->ctx,
+                  t * 1e3, double(B) / t, st.weight_bytes / 1e6, st.kv_bytes / 1e6, bytes / t / 1e9, bound,
+                  100.0 * (double(B) / t) / bound);
     }
     std::printf("weight_MB: distinct weights the step reads (each routed expert used once); kv_MB: cached rows "
-                "read (one pass); GB/s = (weight + kv bytes) / median step time\n");
+                "read (one pass); GB/s = (weight + kv bytes) / median step time; bound_tok/s = batch x measured "
+                "bandwidth / (weight + kv bytes); RSS %.0f MB (peak %.0f MB)\n", rss_mb(), rss_mb("VmHWM:"));
   });
 
   // ---- prefill ----
   struct PrefillOpts {
     ModelSource src;
     int64_t tokens = 512, chunk = 256, reps = 3;
+    bool baseline = false;
   };
   auto p = std::make_shared<PrefillOpts>();
   auto* pre = bench->add_subcommand("prefill", "Chunked prefill of one prompt vs the full-sequence forward");
@@ -217,13 +247,15 @@ void register_bench(CLI::App& root) {
   pre->add_option("--tokens", p->tokens, "prompt length")->capture_default_str();
   pre->add_option("--chunk", p->chunk, "prefill chunk (rows per step)")->capture_default_str();
   pre->add_option("--reps", p->reps, "repetitions (median)")->capture_default_str();
+  pre->add_flag("--baseline", p->baseline, "also time the full-sequence F32 forward (loads F32 weights)");
   pre->callback([p] {
     auto wp = p->src.load();
-    const ModelWeights& w = *wp;
+    const infer::InferWeights& w = *wp;
     const ModelConfig& c = w.cfg;
     DSV3_CHECK(p->tokens > 0 && p->chunk > 0 && p->reps > 0, "bench prefill: bad sizes");
+    print_model(w);
     const double peak = measure_fma_gflops();
-    std::printf("machine: %d threads, FMA peak %.1f GFLOP/s (f32, %d lanes)\n", omp_get_max_threads(), peak,
+    std::printf("machine: %d threads, F32 FMA peak %.1f GFLOP/s (%d lanes)\n", omp_get_max_threads(), peak,
                 infer::simd::kLanes);
     std::vector<int32_t> tokens(static_cast<size_t>(p->tokens));
     for (int64_t i = 0; i < p->tokens; ++i)
@@ -251,22 +283,37 @@ void register_bench(CLI::App& root) {
     }
     const double t = median(times);
 
-    Transformer model(w);
-    std::vector<double> base_times;
-    for (int64_t r = 0; r < p->reps; ++r) {
-      const auto t0 = Clock::now();
-      Tensor h = model.hidden(tokens);
-      Tensor last = Tensor::empty({1, c.hidden_size});
-      std::copy(h.f32() + (p->tokens - 1) * c.hidden_size, h.f32() + p->tokens * c.hidden_size, last.f32());
-      model.logits(last);
-      base_times.push_back(seconds_since(t0));
-    }
-    const double tb = median(base_times);
-    std::printf("prefill %lld tokens (chunks of %lld): %.3f s, %.1f tok/s, %.2f GFLOP/s (%.1f%% of FMA peak)\n",
-                (long long)p->tokens, (long long)p->chunk, t, double(p->tokens) / t, flops / t / 1e9,
+    std::printf("prefill %lld tokens (chunks of %lld): %.3f s, %.1f tok/s, %.2f GFLOP/s (%.1f%% of the F32 FMA "
+                "peak)\n", (long long)p->tokens, (long long)p->chunk, t, double(p->tokens) / t, flops / t / 1e9,
                 100.0 * flops / t / 1e9 / peak);
-    std::printf("baseline full forward (OpenBLAS, naive MLA, same prompt): %.3f s, %.1f tok/s\n", tb,
-                double(p->tokens) / tb);
+    if (p->baseline) {
+      DSV3_CHECK(!p->src.model.empty() || !p->src.config.empty(), "bench: no model");
+      std::unique_ptr<ModelWeights> f32;
+      if (!p->src.model.empty()) {
+        LoadOptions lo;
+        lo.load_mtp = false;
+        f32 = std::make_unique<ModelWeights>(ModelWeights::load(p->src.model, lo));
+      } else {
+        fs::path cp = p->src.config;
+        if (!fs::exists(cp)) cp = fs::path(DSV3_SOURCE_DIR) / "configs" / (p->src.config + ".json");
+        ModelConfig mc = ModelConfig::load(cp.string());
+        mc.num_nextn_predict_layers = 0;
+        f32 = std::make_unique<ModelWeights>(ModelWeights::random(mc, 1, 0.02f));
+      }
+      Transformer model(*f32);
+      std::vector<double> base_times;
+      for (int64_t r = 0; r < p->reps; ++r) {
+        const auto t0 = Clock::now();
+        Tensor h = model.hidden(tokens);
+        Tensor last = Tensor::empty({1, c.hidden_size});
+        std::copy(h.f32() + (p->tokens - 1) * c.hidden_size, h.f32() + p->tokens * c.hidden_size, last.f32());
+        model.logits(last);
+        base_times.push_back(seconds_since(t0));
+      }
+      const double tb = median(base_times);
+      std::printf("baseline full forward (F32 weights, library GEMMs, naive MLA, same prompt): %.3f s, %.1f tok/s\n",
+                  tb, double(p->tokens) / tb);
+    }
   });
 }
 

@@ -1,6 +1,8 @@
 // `dsv3 generate`: generate from a prompt with the inference engine (paged latent cache, absorbed MLA).
 //   dsv3 generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T]
 //                 [--top-k K] [--top-p P] [--min-p M] [--seed S] [--ignore-eos] [--output text|ids]
+//                 [--weights auto|f32|bf16|fp8]
+// Weights stay in the checkpoint's format (BF16 → BF16, FP8 → FP8 codes + block scales) unless --weights says.
 // --prompt is encoded with DIR/tokenizer.json (BOS as tokenizer_config.json says, unless --no-bos). Output
 // streams to stdout as it is generated: decoded text when DIR has a tokenizer (the stop token is not
 // printed), else the ids comma-separated. Timing (prefill and decode tokens/s) goes to stderr at the end.
@@ -13,6 +15,7 @@
 #include "commands.h"
 #include "dsv3/error.h"
 #include "infer/engine.h"
+#include "infer/infer_weights.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dsv3::cli {
@@ -23,7 +26,7 @@ namespace fs = std::filesystem;
 
 void register_generate(CLI::App& root) {
   struct Opts {
-    std::string model, prompt_ids, prompt, output = "auto";
+    std::string model, prompt_ids, prompt, output = "auto", weights = "auto";
     int64_t max_tokens = 64, ctx = 0;
     float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, presence = 0.0f, frequency = 0.0f, repetition = 1.0f;
     int32_t top_k = 0;
@@ -48,6 +51,9 @@ void register_generate(CLI::App& root) {
   cmd->add_option("--ctx", o->ctx, "context limit (0 = prompt + max-tokens, capped by the model)")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "do not stop at the end-of-sequence token");
   cmd->add_flag("--no-bos", o->no_bos, "with --prompt: do not prepend BOS");
+  cmd->add_option("--weights", o->weights, "resident weight format: auto (as stored), f32, bf16, fp8")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
+      ->capture_default_str();
   cmd->add_option("--output", o->output, "what to stream")
       ->check(CLI::IsMember({"auto", "text", "ids"}))
       ->capture_default_str();
@@ -82,10 +88,12 @@ void register_generate(CLI::App& root) {
     req.sampling.repetition_penalty = o->repetition;
     req.sampling.seed = o->seed;
 
-    LoadOptions lo;
-    lo.load_mtp = false;
+    std::optional<DType> want_dtype;
+    if (o->weights == "f32") want_dtype = DType::F32;
+    if (o->weights == "bf16") want_dtype = DType::BF16;
+    if (o->weights == "fp8") want_dtype = DType::F8_E4M3;
     const auto t_load = std::chrono::steady_clock::now();
-    ModelWeights w = ModelWeights::load(o->model, lo);
+    const infer::InferWeights w = infer::InferWeights::load(o->model, want_dtype);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
     infer::EngineConfig ec;

@@ -19,31 +19,21 @@ constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm: hard
 }
 
 Decoder::Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len)
+    : Decoder(InferWeights::from(w, DType::F32), max_rows, max_seq_len) {}
+
+Decoder::Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len)
     : w_(w), max_rows_(max_rows), max_seq_len_(max_seq_len) {
   const ModelConfig& c = w.cfg;
   DSV3_CHECK(max_rows > 0, "decoder: max_rows must be positive, got ", max_rows);
   DSV3_CHECK(max_seq_len > 0, "decoder: max_seq_len must be positive, got ", max_seq_len);
   const int64_t R = max_rows, D = c.hidden_size, H = c.num_attention_heads, dn = c.qk_nope_head_dim,
                 dr = c.qk_rope_head_dim, dv = c.v_head_dim, dc = c.kv_lora_rank, dqk = dn + dr;
-  int64_t n_main = 0;
-  for (const LayerWeights& L : w.layers) n_main += !L.mtp;
-  DSV3_CHECK(n_main == c.num_hidden_layers, "decoder: weights hold ", n_main, " main layers, config says ",
-             c.num_hidden_layers);
-
-  // W^UK_h = kv_b rows [h(d_n+d_v), h(d_n+d_v)+d_n) : [d_n, d_c]; stored transposed [d_c, d_n] per head.
-  for (const LayerWeights& L : w.layers) {
-    if (L.mtp) continue;
-    Tensor t = Tensor::empty({H, dc, dn});
-    const float* kvb = L.attn.kv_b.f32();
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t n = 0; n < dn; ++n)
-        for (int64_t j = 0; j < dc; ++j) t.f32()[(h * dc + j) * dn + n] = kvb[(h * (dn + dv) + n) * dc + j];
-    w_uk_t_.push_back(std::move(t));
-  }
+  DSV3_CHECK(int64_t(w.layers.size()) == c.num_hidden_layers, "decoder: weights hold ", w.layers.size(),
+             " main layers, config says ", c.num_hidden_layers);
 
   const int64_t I_shared = c.n_shared_experts * c.moe_intermediate_size;
   bool any_dense = false;
-  for (const LayerWeights& L : w.layers) any_dense = any_dense || (!L.mtp && !L.moe);
+  for (const InferLayer& L : w.layers) any_dense = any_dense || !L.moe;
   const int64_t I_gu = std::max<int64_t>(any_dense ? c.intermediate_size : 0, I_shared);
   const int64_t K = c.n_routed_experts > 0 ? c.num_experts_per_tok : 0;
   x_ = Tensor::empty({R, D});
@@ -75,14 +65,14 @@ Decoder::Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len)
 }
 
 void Decoder::gemm(const GemmNT& p) {
-  stats_.weight_bytes += double(p.N) * double(p.K) * sizeof(float);
+  stats_.weight_bytes += gemm_weight_bytes(p);
   stats_.flops += 2.0 * double(p.M) * double(p.N) * double(p.K);
   gemm_nt_rowwise(p);
 }
 
 void Decoder::gemm_group(std::span<const GemmNT> ps) {
   for (const GemmNT& p : ps) {
-    stats_.weight_bytes += double(p.N) * double(p.K) * sizeof(float);
+    stats_.weight_bytes += gemm_weight_bytes(p);
     stats_.flops += 2.0 * double(p.M) * double(p.N) * double(p.K);
   }
   gemm_nt_rowwise_grouped(ps);
@@ -122,11 +112,13 @@ void Decoder::forward(std::span<const DecodeRow> rows, KvCache& cache, float* lo
   DSV3_CHECK(ok, "decoder: invalid step rows (each sequence's rows need consecutive positions from its cache "
              "length, reserved cache blocks, positions < ", max_seq_len_, " and token ids < ", c.vocab_size, ")");
 
-  for (int64_t r = 0; r < R; ++r)
-    std::memcpy(x_.f32() + r * D, w_.embed.f32() + int64_t(rows[size_t(r)].token) * D, size_t(D) * sizeof(float));
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t t = rows[size_t(r)].token;
+    if (w_.embed.dtype == DType::BF16) convert_to_f32(DType::BF16, w_.embed.ptr<uint16_t>() + t * D, x_.f32() + r * D, size_t(D));
+    else std::memcpy(x_.f32() + r * D, w_.embed.f32() + t * D, size_t(D) * sizeof(float));
+  }
 
-  for (const LayerWeights& L : w_.layers) {
-    if (L.mtp) continue;
+  for (const InferLayer& L : w_.layers) {
     ops::rmsnorm(R, D, x_.f32(), D, L.attn_norm.f32(), float(c.rms_norm_eps), a_.f32(), D);
     attention(L, L.index, R, cache);
     float* x = x_.f32();
@@ -154,36 +146,30 @@ void Decoder::forward(std::span<const DecodeRow> rows, KvCache& cache, float* lo
     }
   if (n_out > 0) {
     DSV3_CHECK(logits != nullptr, "decoder: rows want logits but no output buffer was given");
-    GemmNT g;
-    g.M = n_out, g.N = c.vocab_size, g.K = D;
-    g.A = h_.f32(), g.lda = D, g.B = w_.lm_head.f32(), g.ldb = D, g.C = logits, g.ldc = c.vocab_size;
-    gemm(g);
+    gemm(w_.lm_head.gemm(n_out, h_.f32(), D, logits, c.vocab_size));
   }
 }
 
-void Decoder::attention(const LayerWeights& L, int64_t layer, int64_t R, KvCache& cache) {
+void Decoder::attention(const InferLayer& W, int64_t layer, int64_t R, KvCache& cache) {
   const ModelConfig& c = w_.cfg;
-  const AttnWeights& W = L.attn;
   const int64_t D = c.hidden_size, H = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dc = c.kv_lora_rank, dqk = dn + dr;
   const double* inv_freq = inv_freq_.data();
   const double cs_scale = c.rope_cos_sin_scale();
 
   // q [R, H, d_n + d_r].
-  GemmNT g;
   if (c.q_lora_rank > 0) {
     const int64_t dq = c.q_lora_rank;
-    g = GemmNT{R, dq, D, a_.f32(), D, W.q_a.f32(), D, cq_.f32(), dq};
-    gemm(g);
+    gemm(W.q_a.gemm(R, a_.f32(), D, cq_.f32(), dq));
     ops::rmsnorm(R, dq, cq_.f32(), dq, W.q_a_norm.f32(), kLatentNormEps, cq_.f32(), dq);
-    gemm(GemmNT{R, H * dqk, dq, cq_.f32(), dq, W.q_b.f32(), dq, q_.f32(), H * dqk});
+    gemm(W.q_b.gemm(R, cq_.f32(), dq, q_.f32(), H * dqk));
   } else {
-    gemm(GemmNT{R, H * dqk, D, a_.f32(), D, W.q.f32(), D, q_.f32(), H * dqk});
+    gemm(W.q.gemm(R, a_.f32(), D, q_.f32(), H * dqk));
   }
   ops::rope_interleaved(R, H, dr, q_.f32() + dn, H * dqk, dqk, pos_.data(), inv_freq, cs_scale);
 
   // kv [R, d_c + d_r]: normalised latent and roped shared key, then into the cache.
-  gemm(GemmNT{R, dc + dr, D, a_.f32(), D, W.kv_a.f32(), D, kv_.f32(), dc + dr});
+  gemm(W.kv_a.gemm(R, a_.f32(), D, kv_.f32(), dc + dr));
   ops::rmsnorm(R, dc, kv_.f32(), dc + dr, W.kv_a_norm.f32(), kLatentNormEps, kv_.f32(), dc + dr);
   ops::rope_interleaved(R, 1, dr, kv_.f32() + dc, dc + dr, dr, pos_.data(), inv_freq, cs_scale);
   for (int64_t r = 0; r < R; ++r) {
@@ -195,10 +181,9 @@ void Decoder::attention(const LayerWeights& L, int64_t layer, int64_t R, KvCache
 
   // [q̃_h ; q^R_h] per head → [R, H, d_c + d_r]: q̃_h = q^C_h · W^UK_h, then the roped q^R_h copied beside it.
   problems_.clear();
-  const float* wukt = w_uk_t_[size_t(layer)].f32();
   for (int64_t h = 0; h < H; ++h)
-    problems_.push_back(GemmNT{R, dc, dn, q_.f32() + h * dqk, H * dqk, wukt + h * dc * dn, dn,
-                               q_lat_.f32() + h * (dc + dr), H * (dc + dr)});
+    problems_.push_back(W.w_uk_t.gemm(R, q_.f32() + h * dqk, H * dqk, q_lat_.f32() + h * (dc + dr), H * (dc + dr),
+                                      h * dc, dc));
   gemm_group(problems_);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t h = 0; h < H; ++h)
@@ -219,26 +204,26 @@ void Decoder::attention(const LayerWeights& L, int64_t layer, int64_t R, KvCache
   // o_h = ô_h · W^UV_hᵀ → [R, H d_v], then o_proj.
   problems_.clear();
   for (int64_t h = 0; h < H; ++h)
-    problems_.push_back(GemmNT{R, dv, dc, o_lat_.f32() + h * dc, H * dc, W.kv_b.f32() + (h * (dn + dv) + dn) * dc, dc,
-                               o_.f32() + h * dv, H * dv});
+    problems_.push_back(
+        W.kv_b_abs.gemm(R, o_lat_.f32() + h * dc, H * dc, o_.f32() + h * dv, H * dv, h * (dn + dv) + dn, dv));
   gemm_group(problems_);
-  gemm(GemmNT{R, D, H * dv, o_.f32(), H * dv, W.o.f32(), H * dv, f_.f32(), D});
+  gemm(W.o.gemm(R, o_.f32(), H * dv, f_.f32(), D));
 }
 
-void Decoder::dense_mlp(const MlpWeights& m, int64_t R) {
-  const int64_t D = w_.cfg.hidden_size, I = m.gate.dim(0);
+void Decoder::dense_mlp(const InferMlp& m, int64_t R) {
+  const int64_t D = w_.cfg.hidden_size, I = m.gate.N;
   problems_.clear();
-  problems_.push_back(GemmNT{R, I, D, a_.f32(), D, m.gate.f32(), D, gu_.f32(), 2 * I});
-  problems_.push_back(GemmNT{R, I, D, a_.f32(), D, m.up.f32(), D, gu_.f32() + I, 2 * I});
+  problems_.push_back(m.gate.gemm(R, a_.f32(), D, gu_.f32(), 2 * I));
+  problems_.push_back(m.up.gemm(R, a_.f32(), D, gu_.f32() + I, 2 * I));
   gemm_group(problems_);
   ops::silu_mul(R, I, gu_.f32(), gu_.f32() + I, 2 * I, gu_.f32(), 2 * I);
-  gemm(GemmNT{R, D, I, gu_.f32(), 2 * I, m.down.f32(), I, f_.f32(), D});
+  gemm(m.down.gemm(R, gu_.f32(), 2 * I, f_.f32(), D));
 }
 
-void Decoder::moe(const LayerWeights& L, int64_t R) {
+void Decoder::moe(const InferLayer& L, int64_t R) {
   const ModelConfig& c = w_.cfg;
   const int64_t D = c.hidden_size, N = c.n_routed_experts, K = c.num_experts_per_tok, I = c.moe_intermediate_size;
-  gemm(GemmNT{R, N, D, a_.f32(), D, L.router.f32(), D, z_.f32(), N});
+  gemm(L.router.gemm(R, a_.f32(), D, z_.f32(), N));
   const Routing rt = route_tokens(c, z_.f32(), R, L.router_bias.f32());
 
   // Dispatch: list position j (grouped by expert, rows in step order) ← (row, slot) pair slot_of[j].
@@ -260,13 +245,13 @@ void Decoder::moe(const LayerWeights& L, int64_t R) {
     const int64_t n = offset_[size_t(e + 1)] - offset_[size_t(e)], o = offset_[size_t(e)];
     if (n == 0) continue;
     ++stats_.experts_run;
-    const MlpWeights& m = L.experts[size_t(e)];
-    problems_.push_back(GemmNT{n, I, D, x_exp_.f32() + o * D, D, m.gate.f32(), D, gu_exp_.f32() + o * 2 * I, 2 * I});
-    problems_.push_back(GemmNT{n, I, D, x_exp_.f32() + o * D, D, m.up.f32(), D, gu_exp_.f32() + o * 2 * I + I, 2 * I});
+    const InferMlp& m = L.experts[size_t(e)];
+    problems_.push_back(m.gate.gemm(n, x_exp_.f32() + o * D, D, gu_exp_.f32() + o * 2 * I, 2 * I));
+    problems_.push_back(m.up.gemm(n, x_exp_.f32() + o * D, D, gu_exp_.f32() + o * 2 * I + I, 2 * I));
   }
   if (L.has_shared) {
-    problems_.push_back(GemmNT{R, Is, D, a_.f32(), D, L.shared.gate.f32(), D, gu_.f32(), 2 * Is});
-    problems_.push_back(GemmNT{R, Is, D, a_.f32(), D, L.shared.up.f32(), D, gu_.f32() + Is, 2 * Is});
+    problems_.push_back(L.shared.gate.gemm(R, a_.f32(), D, gu_.f32(), 2 * Is));
+    problems_.push_back(L.shared.up.gemm(R, a_.f32(), D, gu_.f32() + Is, 2 * Is));
   }
   gemm_group(problems_);
   ops::silu_mul(R * K, I, gu_exp_.f32(), gu_exp_.f32() + I, 2 * I, gu_exp_.f32(), 2 * I);
@@ -276,10 +261,9 @@ void Decoder::moe(const LayerWeights& L, int64_t R) {
   for (int64_t e = 0; e < N; ++e) {
     const int64_t n = offset_[size_t(e + 1)] - offset_[size_t(e)], o = offset_[size_t(e)];
     if (n == 0) continue;
-    problems_.push_back(GemmNT{n, D, I, gu_exp_.f32() + o * 2 * I, 2 * I, L.experts[size_t(e)].down.f32(), I,
-                               y_exp_.f32() + o * D, D});
+    problems_.push_back(L.experts[size_t(e)].down.gemm(n, gu_exp_.f32() + o * 2 * I, 2 * I, y_exp_.f32() + o * D, D));
   }
-  if (L.has_shared) problems_.push_back(GemmNT{R, D, Is, gu_.f32(), 2 * Is, L.shared.down.f32(), Is, f_.f32(), D});
+  if (L.has_shared) problems_.push_back(L.shared.down.gemm(R, gu_.f32(), 2 * Is, f_.f32(), D));
   gemm_group(problems_);
   if (!L.has_shared) std::memset(f_.f32(), 0, size_t(R * D) * sizeof(float));
 

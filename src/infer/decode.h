@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "infer/infer_weights.h"
 #include "infer/kv_cache.h"
 #include "infer/rowwise_gemm.h"
 #include "model/weights.h"
@@ -47,7 +48,10 @@ struct StepStats {
 
 class Decoder {
  public:
+  // F32 weights (shared, not copied), or weights in their resident format (BF16 / FP8: infer_weights.h).
   Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len);
+  Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len);
+  const InferWeights& weights() const { return w_; }
   const ModelConfig& config() const { return w_.cfg; }
   int64_t max_rows() const { return max_rows_; }
   int64_t max_seq_len() const { return max_seq_len_; }
@@ -58,18 +62,17 @@ class Decoder {
   const StepStats& last_stats() const { return stats_; }
 
  private:
-  void attention(const LayerWeights& L, int64_t layer, int64_t R, KvCache& cache);
-  void dense_mlp(const MlpWeights& m, int64_t R);
-  void moe(const LayerWeights& L, int64_t R);
+  void attention(const InferLayer& L, int64_t layer, int64_t R, KvCache& cache);
+  void dense_mlp(const InferMlp& m, int64_t R);
+  void moe(const InferLayer& L, int64_t R);
   void gemm(const GemmNT& p);
   void gemm_group(std::span<const GemmNT> p);
 
-  const ModelWeights& w_;
+  InferWeights w_;  // tensors share storage with the caller's
   int64_t max_rows_, max_seq_len_;
   StepStats stats_;
 
   std::vector<double> inv_freq_;  // YaRN RoPE frequencies f'_j
-  std::vector<Tensor> w_uk_t_;  // per main layer [H, d_c, d_n]: W^UK_h transposed, for q̃ = q^C (W^UK_hᵀ)ᵀ
 
   // Workspace, R = max_rows.
   Tensor x_, a_, f_;             // [R, D] residual, normed input, sublayer output

@@ -47,22 +47,24 @@ struct Engine::Active {
 };
 
 namespace {
-int64_t resolve_max_seq_len(const ModelWeights& w, const EngineConfig& c) {
-  const int64_t m = c.max_seq_len > 0 ? c.max_seq_len : w.cfg.max_position_embeddings;
+int64_t resolve_max_seq_len(const ModelConfig& mc, const EngineConfig& c) {
+  const int64_t m = c.max_seq_len > 0 ? c.max_seq_len : mc.max_position_embeddings;
   DSV3_CHECK(m > 1, "engine: context limit must be > 1 token, got ", m);
   return m;
 }
-EngineConfig resolved(const ModelWeights& w, EngineConfig c) {
+EngineConfig resolved(const ModelConfig& mc, EngineConfig c) {
   c.validate();
-  c.max_seq_len = resolve_max_seq_len(w, c);
+  c.max_seq_len = resolve_max_seq_len(mc, c);
   if (c.kv_token_budget == 0) c.kv_token_budget = c.max_slots * c.max_seq_len;
   return c;
 }
 }  // namespace
 
-Engine::Engine(const ModelWeights& w, const EngineConfig& cfg)
-    : w_(w),
-      cfg_(resolved(w, cfg)),
+Engine::Engine(const ModelWeights& w, const EngineConfig& cfg) : Engine(InferWeights::from(w, DType::F32), cfg) {}
+
+Engine::Engine(const InferWeights& w, const EngineConfig& cfg)
+    : model_cfg_(w.cfg),
+      cfg_(resolved(w.cfg, cfg)),
       cache_(KvCacheConfig::for_model(w.cfg, cfg_.kv_token_budget, cfg_.max_slots, cfg_.max_seq_len, cfg_.block_size)),
       decoder_(w, cfg_.max_step_tokens, cfg_.max_seq_len),
       sampler_(w.cfg.vocab_size) {
@@ -81,7 +83,7 @@ Engine::~Engine() {
 }
 
 uint64_t Engine::submit(GenerationRequest req, TokenCallback on_event) {
-  const ModelConfig& c = w_.cfg;
+  const ModelConfig& c = model_cfg_;
   DSV3_CHECK(!req.prompt.empty(), "request: the prompt is empty");
   for (size_t i = 0; i < req.prompt.size(); ++i)
     DSV3_CHECK(req.prompt[i] >= 0 && req.prompt[i] < c.vocab_size, "request: prompt token ", req.prompt[i],
@@ -215,7 +217,7 @@ bool Engine::step() {
     published_stats_ = stats_;
     return false;
   }
-  const ModelConfig& c = w_.cfg;
+  const ModelConfig& c = model_cfg_;
   const int64_t V = c.vocab_size;
 
   // Plan: decode rows first, then prefill chunks, each group in admission order, within the step budget.

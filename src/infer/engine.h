@@ -82,7 +82,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(const ModelWeights& w, const EngineConfig& cfg);
+  Engine(const ModelWeights& w, const EngineConfig& cfg);  // F32 weights (shared, not copied)
+  Engine(const InferWeights& w, const EngineConfig& cfg);  // weights in their resident format (BF16, FP8)
   ~Engine();  // stops the owner thread; unfinished requests get a "cancelled" event
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -114,7 +115,7 @@ class Engine {
   void emit(Active& r, TokenEvent& ev);
   void loop();
 
-  const ModelWeights& w_;
+  ModelConfig model_cfg_;
   EngineConfig cfg_;
   KvCache cache_;
   Decoder decoder_;

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "dsv3/error.h"
+
 #include "infer/simd.h"
 
 namespace dsv3::infer {
@@ -85,6 +87,266 @@ void tile(const GemmNT& p, int64_t n0, int64_t n1) {
   }
 }
 
+
+// ---- Quantized weights: BF16 activations (rounded per row), vdpbf16ps, F32 accumulation ----
+
+constexpr int64_t kPairK = 32;  // bf16 elements per vdpbf16ps step
+
+// Rows of A rounded to bf16 (round to nearest even, NaN kept quiet), zero-padded to a multiple of kPairK.
+inline int64_t padded_k(int64_t K) { return (K + kPairK - 1) / kPairK * kPairK; }
+
+void round_rows_bf16(int64_t M, int64_t K, const float* A, int64_t lda, uint16_t* out) {
+  const int64_t Kp = padded_k(K);
+  for (int64_t i = 0; i < M; ++i) {
+    const float* a = A + i * lda;
+    uint16_t* o = out + i * Kp;
+    int64_t k = 0;
+#if defined(__AVX512BW__)
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (; k + 16 <= K; k += 16) {
+      const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(a + k));
+      const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, u, 16), one);
+      __m512i r = _mm512_maskz_srli_epi32(0xFFFF, _mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+      r = _mm512_mask_or_epi32(r, nan, _mm512_maskz_srli_epi32(0xFFFF, u, 16), _mm512_set1_epi32(0x40));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), _mm512_maskz_cvtepi32_epi16(0xFFFF, r));
+    }
+#endif
+    for (; k < K; ++k) o[k] = f32_to_bf16(a[k]);
+    for (; k < Kp; ++k) o[k] = 0;
+  }
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+
+inline __m512 dp(__m512 acc, __m512i a, __m512i b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+
+// Lane reduction of R×C accumulators (simd::hsum order, 16 at a time) and the store.
+template <int R, int C>
+inline void finish(__m512 (&acc)[R][C], float* Cm, int64_t ldc, bool accumulate) {
+  float sums[R * C];
+  if constexpr (R * C >= 8 && R * C <= 16) {
+    simd::Vec all[16];
+    for (int i = 0; i < 16; ++i) all[i] = {i < R * C ? acc[i / C][i % C] : _mm512_setzero_ps()};
+    float tmp[16];
+    simd::hsum16(all, tmp);
+    for (int i = 0; i < R * C; ++i) sums[i] = tmp[i];
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) sums[r * C + c] = simd::hsum({acc[r][c]});
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      float* out = Cm + r * ldc + c;
+      *out = accumulate ? *out + sums[r * C + c] : sums[r * C + c];
+    }
+}
+
+// BF16 weights: C[r, c] over K; A rows are bf16, zero-padded to padded_k(K).
+template <int R, int C>
+void micro_bf16(int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* Cm, int64_t ldc,
+                bool accumulate) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + kPairK <= K; k += kPairK) {
+    __m512i a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_si512(A + r * lda + k);
+    for (int c = 0; c < C; ++c) {
+      const __m512i b = _mm512_loadu_si512(B + c * ldb + k);
+      for (int r = 0; r < R; ++r) acc[r][c] = dp(acc[r][c], a[r], b);
+      // Decode tiles are memory-bound: fetch the column group four ahead into L2 (measured: 14 → 20 GB/s on
+      // one core at M = 1 against one group ahead into L1; bench_decode_gemm).
+      if constexpr (R <= 2 || R > 4) __builtin_prefetch(B + (c + 4 * C) * ldb + k, 0, 2);
+    }
+  }
+  if (k < K) {
+    const __mmask32 m = __mmask32((1ull << (K - k)) - 1);
+    __m512i a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_si512(A + r * lda + k);  // padded with zeros
+    for (int c = 0; c < C; ++c) {
+      const __m512i b = _mm512_maskz_loadu_epi16(m, B + c * ldb + k);
+      for (int r = 0; r < R; ++r) acc[r][c] = dp(acc[r][c], a[r], b);
+    }
+  }
+  finish<R, C>(acc, Cm, ldc, accumulate);
+}
+
+// e4m3 → bf16 bit patterns of codes 0..127 (exact), as four 32-entry tables.
+struct Fp8Table {
+  __m512i t[4];
+};
+const Fp8Table& fp8_table() {
+  static const Fp8Table tab = [] {
+    alignas(64) uint16_t v[128];
+    for (int c = 0; c < 128; ++c) v[c] = (c & 0x7f) == 0x7f ? uint16_t(0x7fc0) : f32_to_bf16(e4m3_to_f32(uint8_t(c)));
+    Fp8Table t;
+    for (int i = 0; i < 4; ++i) t.t[i] = _mm512_load_si512(v + 32 * i);
+    return t;
+  }();
+  return tab;
+}
+
+// 32 e4m3 codes → 32 bf16: two 64-entry permutes on the magnitude, chosen by bit 6, then the sign bit.
+inline __m512i fp8_to_bf16(__m256i codes, const __m512i (&t)[4]) {
+  const __m512i idx = _mm512_maskz_cvtepu8_epi16(0xFFFFFFFF, codes);
+  const __m512i lo = _mm512_permutex2var_epi16(t[0], idx, t[1]);
+  const __m512i hi = _mm512_permutex2var_epi16(t[2], idx, t[3]);
+  const __mmask32 upper = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
+  const __m512i mag = _mm512_mask_blend_epi16(upper, lo, hi);
+  return _mm512_or_si512(mag, _mm512_and_si512(_mm512_maskz_slli_epi16(0xFFFFFFFF, idx, 8), _mm512_set1_epi16(int16_t(0x8000))));
+}
+
+// FP8 weights with 128×128 block scales: per K block a block accumulator, promoted by scale_inv (FMA).
+// `scale` points at the scale row of column 0's block row; column c uses scale + (c_abs/128 − n0/128)·ld.
+template <int R, int C>
+void micro_f8(int64_t K, const uint16_t* A, int64_t lda, const uint8_t* B, int64_t ldb, int64_t n0,
+              const float* scale, int64_t ld_scale, float* Cm, int64_t ldc, bool accumulate) {
+  const Fp8Table& tab = fp8_table();
+  const __m512i t[4] = {tab.t[0], tab.t[1], tab.t[2], tab.t[3]};
+  const float* srow[C];
+  for (int c = 0; c < C; ++c) srow[c] = scale + ((n0 + c) / kFp8Block) * ld_scale;
+  __m512 total[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) total[r][c] = _mm512_setzero_ps();
+  for (int64_t k0 = 0, kb = 0; k0 < K; k0 += kFp8Block, ++kb) {
+    const int64_t k1 = std::min(K, k0 + kFp8Block);
+    __m512 blk[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) blk[r][c] = _mm512_setzero_ps();
+    for (int64_t k = k0; k < k1; k += kPairK) {
+      __m512i a[R];
+      for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_si512(A + r * lda + k);  // zero-padded past K
+      if (k + kPairK <= k1) {
+        for (int c = 0; c < C; ++c) {
+          const __m512i b =
+              fp8_to_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + c * ldb + k)), t);
+          for (int r = 0; r < R; ++r) blk[r][c] = dp(blk[r][c], a[r], b);
+          if constexpr (R <= 2 || R > 4) __builtin_prefetch(B + (c + 4 * C) * ldb + k, 0, 2);
+        }
+      } else {
+        const __mmask32 m = __mmask32((1ull << (k1 - k)) - 1);
+        for (int c = 0; c < C; ++c) {
+          const __m512i b = fp8_to_bf16(_mm256_maskz_loadu_epi8(m, B + c * ldb + k), t);
+          for (int r = 0; r < R; ++r) blk[r][c] = dp(blk[r][c], a[r], b);
+        }
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const __m512 s = _mm512_set1_ps(srow[c][kb]);
+      for (int r = 0; r < R; ++r) total[r][c] = _mm512_fmadd_ps(blk[r][c], s, total[r][c]);
+    }
+  }
+  finish<R, C>(total, Cm, ldc, accumulate);
+}
+
+#else  // no AVX512-BF16: a scalar emulation of the same lane layout (a[2l+1]·b first, then a[2l]·b, each rounded)
+
+template <int R, int C>
+void finish_lanes(float (&acc)[R][C][16], float* Cm, int64_t ldc, bool accumulate) {
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      float* s = acc[r][c];
+      for (int h = 8; h >= 1; h /= 2)
+        for (int l = 0; l < h; ++l) s[l] = s[l] + s[l + h];
+      float* out = Cm + r * ldc + c;
+      *out = accumulate ? *out + s[0] : s[0];
+    }
+}
+
+inline float bf(uint16_t h) { return bf16_to_f32(h); }
+
+template <int R, int C>
+void micro_bf16(int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* Cm, int64_t ldc,
+                bool accumulate) {
+  float acc[R][C][16] = {};
+  for (int64_t k = 0; k < K; k += kPairK)
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c)
+        for (int l = 0; l < 16; ++l) {
+          const int64_t k0 = k + 2 * l, k1 = k0 + 1;
+          float& s = acc[r][c][l];
+          if (k1 < K) s = s + bf(A[r * lda + k1]) * bf(B[c * ldb + k1]);
+          if (k0 < K) s = s + bf(A[r * lda + k0]) * bf(B[c * ldb + k0]);
+        }
+  finish_lanes<R, C>(acc, Cm, ldc, accumulate);
+}
+
+template <int R, int C>
+void micro_f8(int64_t K, const uint16_t* A, int64_t lda, const uint8_t* B, int64_t ldb, int64_t n0,
+              const float* scale, int64_t ld_scale, float* Cm, int64_t ldc, bool accumulate) {
+  float total[R][C][16] = {};
+  for (int64_t k0 = 0, kb = 0; k0 < K; k0 += kFp8Block, ++kb) {
+    const int64_t k1e = std::min(K, k0 + kFp8Block);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) {
+        float blk[16] = {};
+        for (int64_t k = k0; k < k1e; k += kPairK)
+          for (int l = 0; l < 16; ++l) {
+            const int64_t i0 = k + 2 * l, i1 = i0 + 1;
+            const float b1 = i1 < k1e ? e4m3_to_f32(B[c * ldb + i1]) : 0.0f;
+            const float b0 = i0 < k1e ? e4m3_to_f32(B[c * ldb + i0]) : 0.0f;
+            if (i1 < k1e) blk[l] = blk[l] + bf(A[r * lda + i1]) * b1;
+            if (i0 < k1e) blk[l] = blk[l] + bf(A[r * lda + i0]) * b0;
+          }
+        const float s = scale[((n0 + c) / kFp8Block) * ld_scale + kb];
+        for (int l = 0; l < 16; ++l) total[r][c][l] = std::fma(blk[l], s, total[r][c][l]);
+      }
+  }
+  finish_lanes<R, C>(total, Cm, ldc, accumulate);
+}
+
+#endif
+
+// One problem's quantized-weight view for the tiles: A already rounded to bf16 with row stride padded_k(K).
+struct QProblem {
+  const uint16_t* A = nullptr;
+  int64_t lda = 0;
+};
+
+// Column-group width per row-block height: ≤ 16 accumulators (32 for FP8: block + total accumulators).
+template <int R>
+void row_block_q(const GemmNT& p, const QProblem& q, int64_t m0, int64_t n0, int64_t n1) {
+  const uint16_t* A = q.A + m0 * q.lda;
+  float* Cm = p.C + m0 * p.ldc;
+  int64_t n = n0;
+  if (p.b_dtype == DType::BF16) {
+    constexpr int C = R <= 2 ? 8 : R <= 4 ? 4 : 2;
+    const auto* B = static_cast<const uint16_t*>(p.Bq);
+    for (; n + C <= n1; n += C) micro_bf16<R, C>(p.K, A, q.lda, B + n * p.ldb, p.ldb, Cm + n, p.ldc, p.accumulate);
+    for (; n < n1; ++n) micro_bf16<R, 1>(p.K, A, q.lda, B + n * p.ldb, p.ldb, Cm + n, p.ldc, p.accumulate);
+  } else {
+    constexpr int C = R == 1 ? 8 : R == 2 ? 4 : R <= 4 ? 2 : 1;
+    const auto* B = static_cast<const uint8_t*>(p.Bq);
+    for (; n + C <= n1; n += C)
+      micro_f8<R, C>(p.K, A, q.lda, B + n * p.ldb, p.ldb, n, p.b_scale, p.ld_scale, Cm + n, p.ldc, p.accumulate);
+    for (; n < n1; ++n)
+      micro_f8<R, 1>(p.K, A, q.lda, B + n * p.ldb, p.ldb, n, p.b_scale, p.ld_scale, Cm + n, p.ldc, p.accumulate);
+  }
+}
+
+// Up to 8 rows (decode steps, small expert groups) in one block, so each weight row is streamed once for all
+// of them; more rows (prefill) in blocks of 4 over an L2-resident column tile.
+void tile_q(const GemmNT& p, const QProblem& q, int64_t n0, int64_t n1) {
+  switch (p.M) {
+    case 5: row_block_q<5>(p, q, 0, n0, n1); return;
+    case 6: row_block_q<6>(p, q, 0, n0, n1); return;
+    case 7: row_block_q<7>(p, q, 0, n0, n1); return;
+    case 8: row_block_q<8>(p, q, 0, n0, n1); return;
+    default: break;
+  }
+  int64_t m = 0;
+  for (; m + 4 <= p.M; m += 4) row_block_q<4>(p, q, m, n0, n1);
+  switch (p.M - m) {
+    case 3: row_block_q<3>(p, q, m, n0, n1); break;
+    case 2: row_block_q<2>(p, q, m, n0, n1); break;
+    case 1: row_block_q<1>(p, q, m, n0, n1); break;
+    default: break;
+  }
+}
+
 constexpr int64_t kTileN = 64;
 
 struct WorkItem {
@@ -92,11 +354,29 @@ struct WorkItem {
   int64_t n0, n1;
 };
 
+// Checks a quantized problem and rounds its A rows to bf16 at buf[used…); returns their offset.
+size_t prepare(const GemmNT& p, std::vector<uint16_t>& buf, size_t& used) {
+  DSV3_CHECK(p.b_dtype == DType::BF16 || p.b_dtype == DType::F8_E4M3, "rowwise gemm: weight dtype ",
+             dtype_name(p.b_dtype), " is not supported (F32, BF16, F8_E4M3)");
+  DSV3_CHECK(p.Bq != nullptr && (p.b_dtype != DType::F8_E4M3 || p.b_scale != nullptr),
+             "rowwise gemm: quantized weights without data or scales");
+  const size_t need = size_t(p.M * padded_k(p.K)), at = used;
+  if (buf.size() < used + need) buf.resize(std::max(used + need, buf.size() * 2));
+  round_rows_bf16(p.M, p.K, p.A, p.lda, buf.data() + at);
+  used += need;
+  return at;
+}
+
 }  // namespace
 
-void gemm_nt_rowwise_serial(const GemmNT& p) {
-  if (p.M <= 0 || p.N <= 0) return;
-  tile(p, 0, p.N);
+double gemm_weight_bytes(const GemmNT& p) {
+  const double nk = double(p.N) * double(p.K);
+  switch (p.b_dtype) {
+    case DType::BF16: return 2.0 * nk;
+    case DType::F8_E4M3:
+      return nk + 4.0 * double((p.N + kFp8Block - 1) / kFp8Block) * double((p.K + kFp8Block - 1) / kFp8Block);
+    default: return 4.0 * nk;
+  }
 }
 
 void gemm_nt_rowwise_grouped(std::span<const GemmNT> problems) {
@@ -110,23 +390,52 @@ void gemm_nt_rowwise_grouped(std::span<const GemmNT> problems) {
   }
   if (n_items == 0) return;
   thread_local std::vector<WorkItem> items;  // reused: no allocation once warm
+  thread_local std::vector<QProblem> qs;
+  thread_local std::vector<size_t> aoff;
+  thread_local std::vector<uint16_t> abuf;
   items.clear();
+  qs.assign(problems.size(), QProblem{});
+  aoff.assign(problems.size(), 0);
+  size_t used = 0;
+  const GemmNT* prev_q = nullptr;  // the previous quantized problem (its bf16 rows are reused for the same A)
   for (size_t i = 0; i < problems.size(); ++i) {
     const GemmNT& p = problems[i];
     if (p.M <= 0 || p.N <= 0) continue;
+    if (p.b_dtype != DType::F32) {
+      qs[i].lda = padded_k(p.K);
+      if (prev_q && prev_q->A == p.A && prev_q->lda == p.lda && prev_q->M == p.M && prev_q->K == p.K)
+        aoff[i] = aoff[size_t(prev_q - problems.data())];
+      else
+        aoff[i] = prepare(p, abuf, used);
+      prev_q = &p;
+    }
     for (int64_t n0 = 0; n0 < p.N; n0 += kTileN) items.push_back({int32_t(i), n0, std::min(p.N, n0 + kTileN)});
   }
-  // A raw pointer into the calling thread's list (a thread_local named inside the region would be each
+  for (size_t i = 0; i < problems.size(); ++i)
+    if (qs[i].lda > 0) qs[i].A = abuf.data() + aoff[i];
+  // Raw pointers into the calling thread's lists (a thread_local named inside the region would be each
   // thread's own, empty, copy).
   const WorkItem* list = items.data();
   const GemmNT* probs = problems.data();
+  const QProblem* qlist = qs.data();
   // Below ~0.5 M multiply-adds a fork/join costs more than it saves (and much more on a busy machine).
   const bool parallel = flops > 5.0e5 && n_items > 1 && omp_get_max_threads() > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int64_t i = 0; i < n_items; ++i) {
     const WorkItem& w = list[i];
-    tile(probs[w.problem], w.n0, w.n1);
+    const GemmNT& p = probs[w.problem];
+    if (p.b_dtype == DType::F32) tile(p, w.n0, w.n1);
+    else tile_q(p, qlist[w.problem], w.n0, w.n1);
   }
+}
+
+void gemm_nt_rowwise_serial(const GemmNT& p) {
+  if (p.M <= 0 || p.N <= 0) return;
+  if (p.b_dtype == DType::F32) {
+    tile(p, 0, p.N);
+    return;
+  }
+  gemm_nt_rowwise_grouped(std::span<const GemmNT>(&p, 1));  // (small problems stay on the calling thread)
 }
 
 void gemm_nt_rowwise(const GemmNT& p) { gemm_nt_rowwise_grouped(std::span<const GemmNT>(&p, 1)); }

@@ -9,9 +9,19 @@
 // machine. Memory-bound decode (small M) reads each weight row once for all rows of the batch.
 //
 // Belongs in src/kernels/cpu/ with an ops.h signature once the kernel layer adopts it (owned by the lead).
+//
+// Quantized weights (b_dtype BF16 or F8_E4M3): each A row is first rounded to BF16 (round to nearest even,
+// per row, so a row's rounding never depends on the others), then C[i,j] accumulates vdpbf16ps products
+// in one fixed order: 16 F32 lanes, lane l taking the pairs k ∈ {32s + 2l, 32s + 2l + 1} for s = 0, 1, …
+// (masked to zero past K), then the lane tree of simd::hsum. FP8 weights are widened to BF16 in registers
+// (exact: e4m3 has 3 mantissa bits) and accumulated per 128-wide K block into a block accumulator that is
+// promoted into the F32 total with one fused multiply-add by the block's scale_inv; blocks in K order.
+// Tiling over M/N and the thread count only choose which elements are computed together, never the order.
 #pragma once
 #include <cstdint>
 #include <span>
+
+#include "core/dtype.h"
 
 namespace dsv3::infer {
 
@@ -25,7 +35,20 @@ struct GemmNT {
   float* C = nullptr;
   int64_t ldc = 0;
   bool accumulate = false;
+  // Weight format. F32: B as above. BF16: Bq points at [N, ldb] bf16 bit patterns. F8_E4M3: Bq points at
+  // [N, ldb] e4m3 codes, b_scale at scale_inv [ceil(N/128), ld_scale] for 128×128 blocks whose first block
+  // starts at B's row 0 and column 0.
+  DType b_dtype = DType::F32;
+  const void* Bq = nullptr;
+  const float* b_scale = nullptr;
+  int64_t ld_scale = 0;
 };
+
+// FP8 block size the kernels assume (the V3 checkpoint's weight_block_size).
+inline constexpr int64_t kFp8Block = 128;
+
+// Weight bytes a problem streams (B, plus the FP8 scales).
+double gemm_weight_bytes(const GemmNT& p);
 
 // Multi-threaded (OpenMP over column tiles).
 void gemm_nt_rowwise(const GemmNT& p);

@@ -20,7 +20,7 @@ using namespace dsv3::infer;
 namespace {
 
 // Runs one sequence through the decoder in chunks of the given sizes (cycled), every row wanting logits.
-Tensor cached_logits(const ModelWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks) {
+Tensor cached_logits(const InferWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks) {
   const ModelConfig& c = w.cfg;
   const int64_t S = int64_t(tokens.size());
   int64_t max_chunk = *std::max_element(chunks.begin(), chunks.end());
@@ -47,7 +47,11 @@ double max_abs(const Tensor& t) {
   return m;
 }
 
-void expect_close(const Tensor& got, const Tensor& ref, const std::string& what) {
+Tensor cached_logits(const ModelWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks) {
+  return cached_logits(InferWeights::from(w, DType::F32), tokens, std::move(chunks));
+}
+
+void expect_close(const Tensor& got, const Tensor& ref, const std::string& what, double bound = 1e-4) {
   ASSERT_EQ(got.numel(), ref.numel());
   const double scale = max_abs(ref);
   double worst = 0;
@@ -57,8 +61,31 @@ void expect_close(const Tensor& got, const Tensor& ref, const std::string& what)
     if (!(d <= worst)) worst = d, worst_i = i;
   }
   std::printf("  %-32s max|Δ|/max|logit| = %.2e\n", what.c_str(), worst / scale);
-  EXPECT_LE(worst, 1e-4 * scale) << what << ": max |Δ| " << worst << " at row " << worst_i / ref.dim(1)
+  EXPECT_LE(worst, bound * scale) << what << ": max |Δ| " << worst << " at row " << worst_i / ref.dim(1)
                                  << ", max |logit| " << scale;
+}
+
+// Per row max |Δ| / max |logit|: at least `min_fraction` of the rows within `bound`. (The rounding of activations
+// can flip a near-tie in a row's top-k expert choice, which changes that row's logits by O(1); the other rows
+// show the rounding itself.)
+void expect_rows_close(const Tensor& got, const Tensor& ref, const std::string& what, double bound,
+                       double min_fraction) {
+  ASSERT_EQ(got.numel(), ref.numel());
+  const double scale = max_abs(ref);
+  const int64_t S = ref.dim(0), V = ref.dim(1);
+  std::vector<double> err(static_cast<size_t>(S));
+  int64_t ok = 0;
+  for (int64_t r = 0; r < S; ++r) {
+    double m = 0;
+    for (int64_t j = 0; j < V; ++j) m = std::max(m, std::fabs(double(got.f32()[r * V + j]) - double(ref.f32()[r * V + j])));
+    err[size_t(r)] = m / scale;
+    ok += err[size_t(r)] <= bound;
+  }
+  std::vector<double> sorted = err;
+  std::sort(sorted.begin(), sorted.end());
+  std::printf("  %-32s per-row max|Δ|/max|logit|: median %.2e, max %.2e; %lld of %lld rows within %.0e\n",
+              what.c_str(), sorted[sorted.size() / 2], sorted.back(), (long long)ok, (long long)S, bound);
+  EXPECT_GE(double(ok), min_fraction * double(S)) << what;
 }
 
 }  // namespace
@@ -98,8 +125,9 @@ TEST(Decode, ChunkingDoesNotChangeTheCacheOrLogitsBitwise) {
 // Batch invariance: three sequences with different prompts and lengths; sequence logits when decoded alone
 // must equal, bit for bit, those from batched steps in two different row orders.
 TEST(Decode, BatchInvariantLogits) {
-  for (const char* cfg : {"tiny", "small"}) {
-    const ModelWeights& w = test::random_model(cfg);
+  for (const auto& [cfg, dtype] : {std::pair<const char*, DType>{"tiny", DType::F32}, {"small", DType::F32},
+                                   {"small", DType::BF16}, {"small", DType::F8_E4M3}}) {
+    const InferWeights w = InferWeights::from(test::random_model(cfg), dtype);
     const ModelConfig& c = w.cfg;
     const int64_t V = c.vocab_size, n_steps = 12;
     const std::vector<int64_t> prompt_len = {9, 23, 40};
@@ -149,12 +177,57 @@ TEST(Decode, BatchInvariantLogits) {
     const auto pair = run({{1, 2}, {0}}, false);
     for (size_t s = 0; s < toks.size(); ++s) {
       ASSERT_EQ(alone[s].size(), size_t(n_steps * V));
-      EXPECT_EQ(0, std::memcmp(alone[s].data(), batched[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
-      EXPECT_EQ(0, std::memcmp(alone[s].data(), permuted[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
-      EXPECT_EQ(0, std::memcmp(alone[s].data(), pair[s].data(), alone[s].size() * 4)) << cfg << " seq " << s;
+      const std::string what = std::string(cfg) + " " + std::string(dtype_name(dtype)) + " seq " + std::to_string(s);
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), batched[s].data(), alone[s].size() * 4)) << what;
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), permuted[s].data(), alone[s].size() * 4)) << what;
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), pair[s].data(), alone[s].size() * 4)) << what;
     }
   }
 }
+
+// BF16 / FP8 weights: the decoder against the full forward (F32 arithmetic) on the same rounded / quantized
+// weights (InferWeights::resident_values). The remaining difference is the kernels' bf16 rounding of each
+// GEMM's activation rows (relative 2^-9 per element, through all layers: ~5e-3 of max |logit| on these models),
+// hence 1.5e-2 instead of 1e-4, for at least 90 % of the rows: in these random models a few rows sit at a
+// near-tie of their top-k expert choice, which the rounding flips. A wrong weight block, scale or layout
+// moves every row by O(1).
+// Not on `small` (8 layers, 16 experts): there a flipped row's cache entries soon spread their O(1) change to
+// every later row through attention, and even its first rows sit at ~1e-2; the kernels themselves are checked
+// bit for bit (test_rowwise_gemm.cpp) and `small` is covered by the batch-invariance test below.
+class DecodeQuantizedVsFull : public ::testing::TestWithParam<std::tuple<std::string, DType, int64_t>> {};
+
+TEST_P(DecodeQuantizedVsFull, PrefillThenStepsAndChunked) {
+  const auto& [cfg, dtype, S] = GetParam();
+  const ModelWeights& w = test::random_model(cfg);
+  const InferWeights q = InferWeights::from(w, dtype);
+  EXPECT_EQ(q.dtype, dtype);
+  const std::vector<int32_t> tokens = test::random_tokens(S, w.cfg.vocab_size, 13);
+  const Tensor ref = test::reference_logits(InferWeights::resident_values(w, dtype), tokens);
+  ASSERT_GT(max_abs(ref), 1e-3);
+  const std::string name = cfg + " " + std::string(dtype_name(dtype));
+  std::vector<int64_t> sched = {5};
+  for (int i = 0; i < S; ++i) sched.push_back(1);
+  const Tensor steps = cached_logits(q, tokens, sched);
+  expect_rows_close(steps, ref, name + " prefill 5 + steps", 1.5e-2, 0.9);
+  // The F32 reference on the unrounded weights differs by far more than the bound for FP8 (quantization),
+  // so the comparison above really is against the resident values.
+  if (dtype == DType::F8_E4M3) {
+    const Tensor unrounded = test::reference_logits(w, tokens);
+    double worst = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i)
+      worst = std::max(worst, std::fabs(double(unrounded.f32()[i]) - double(ref.f32()[i])));
+    std::printf("  %-32s quantization moves logits by %.2e of max|logit|\n", name.c_str(), worst / max_abs(ref));
+  }
+  // Chunked: bitwise equal to one-token steps (batch invariance holds for quantized weights too).
+  const Tensor chunked = cached_logits(q, tokens, {7, 3, 50});
+  EXPECT_EQ(0, std::memcmp(steps.f32(), chunked.f32(), steps.nbytes())) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, DecodeQuantizedVsFull,
+                         ::testing::Values(std::tuple<std::string, DType, int64_t>{"tiny", DType::BF16, 70},
+                                           std::tuple<std::string, DType, int64_t>{"tiny_noqlora", DType::BF16, 70},
+                                           std::tuple<std::string, DType, int64_t>{"tiny", DType::F8_E4M3, 70},
+                                           std::tuple<std::string, DType, int64_t>{"tiny_noqlora", DType::F8_E4M3, 70}));
 
 TEST(Decode, RejectsBadRows) {
   const ModelWeights& w = test::random_model("tiny");
