@@ -1,10 +1,11 @@
 // `dsv3 bench decode | prefill`: inference throughput against the machine's measured roofline.
-//   dsv3 bench decode  (--model DIR | --config NAME) [--weights auto|f32|bf16|fp8] [--batch 1,4,16] [--ctx 512]
-//                      [--steps 32] [--warmup 4]
+//   dsv3 bench decode  (--model DIR | --config NAME) [--weights auto|f32|bf16|fp8] [--lm-head auto|bf16|fp8]
+//                      [--batch 1,4,16] [--ctx 512] [--steps 32] [--warmup 4]
 //   dsv3 bench prefill (--model DIR | --config NAME) [--weights …] [--tokens 512] [--chunk 256] [--reps 3]
 //                      [--baseline]
 // Weights: --model keeps the checkpoint's format (BF16 stays BF16, FP8 stays FP8 codes + scales) unless
 //   --weights says otherwise; --config builds random weights in the --weights format (auto = F32).
+//   --lm-head re-holds lm_head after loading (fp8: 128×128 blocks; the V3 FP8 format stores it in BF16).
 // decode: B sequences with a latent cache of --ctx tokens each (filled with random rows: the arithmetic and
 //   the bytes are those of a real cache), then timed batched decode steps (one token per sequence, logits for
 //   all). Reports the median step, tokens/s, the distinct weight bytes + KV bytes each step reads, the
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -127,8 +129,18 @@ std::optional<DType> parse_weights(const std::string& s) {
 }
 
 struct ModelSource {
-  std::string model, config, weights = "auto";
+  std::string model, config, weights = "auto", lm_head = "auto";
+  mutable infer::QMatrix loaded_lm_head;  // lm_head as loaded, when --lm-head converted it
   std::unique_ptr<infer::InferWeights> load() const {
+    auto w = load_main();
+    loaded_lm_head = w->lm_head;
+    if (lm_head == "bf16") w->set_lm_head_format(DType::BF16);
+    else if (lm_head == "fp8") w->set_lm_head_format(DType::F8_E4M3);
+    else DSV3_CHECK(lm_head == "auto", "bench: --lm-head must be auto, bf16 or fp8, got \"", lm_head, "\"");
+    if (w->lm_head.dtype == loaded_lm_head.dtype) loaded_lm_head = {};
+    return w;
+  }
+  std::unique_ptr<infer::InferWeights> load_main() const {
     DSV3_CHECK(model.empty() != config.empty(), "bench: give exactly one of --model or --config");
     const std::optional<DType> want = parse_weights(weights);
     if (!model.empty()) return std::make_unique<infer::InferWeights>(infer::InferWeights::load(model, want));
@@ -142,18 +154,61 @@ struct ModelSource {
   }
 };
 
+// Logits of a 64-token random prompt (every row) with the converted lm_head vs the loaded one: the error the
+// conversion adds (the hidden states are identical; only the lm_head product differs).
+void report_lm_head_error(const infer::InferWeights& w, const infer::QMatrix& loaded) {
+  const ModelConfig& c = w.cfg;
+  const int64_t S = 64, V = c.vocab_size;
+  infer::InferWeights ref = w;  // shares every tensor
+  ref.lm_head = loaded;
+  std::vector<infer::DecodeRow> rows;
+  for (int64_t i = 0; i < S; ++i)
+    rows.push_back({0, i, int32_t(rng_uniform(11, 0, uint64_t(i)) * float(V)) % int32_t(V), true});
+  auto run = [&](const infer::InferWeights& x) {
+    infer::KvCache cache(infer::KvCacheConfig::for_model(c, S, 1, S, 16));
+    const int32_t seq = cache.acquire();
+    DSV3_CHECK(seq == 0 && cache.reserve(seq, S), "bench: cache too small");
+    infer::Decoder dec(x, S, S);
+    std::vector<float> out(size_t(S * V));
+    dec.forward(rows, cache, out.data());
+    return out;
+  };
+  const std::vector<float> a = run(w), b = run(ref);
+  std::vector<double> rel;
+  int64_t top1 = 0;
+  for (int64_t r = 0; r < S; ++r) {
+    const float* x = a.data() + r * V;
+    const float* y = b.data() + r * V;
+    double dmax = 0, ymax = 0;
+    for (int64_t j = 0; j < V; ++j) {
+      dmax = std::max(dmax, double(std::fabs(x[j] - y[j])));
+      ymax = std::max(ymax, double(std::fabs(y[j])));
+    }
+    rel.push_back(dmax / ymax);
+    top1 += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+  }
+  std::sort(rel.begin(), rel.end());
+  std::printf("lm_head %s vs %s logits (%lld rows): max|d|/max|logit| median %.2e, max %.2e; top-1 agrees in "
+              "%lld/%lld rows\n",
+              std::string(dtype_name(w.lm_head.dtype)).c_str(), std::string(dtype_name(loaded.dtype)).c_str(),
+              (long long)S, rel[size_t(S / 2)], rel.back(), (long long)top1, (long long)S);
+}
+
 void add_source(CLI::App* cmd, ModelSource& s) {
   cmd->add_option("--model", s.model, "model directory");
   cmd->add_option("--config", s.config, "or: built-in config name / config.json path (random weights)");
   cmd->add_option("--weights", s.weights, "resident weight format: auto (as stored), f32, bf16, fp8")
       ->capture_default_str();
+  cmd->add_option("--lm-head", s.lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
+      ->capture_default_str();
 }
 
 void print_model(const infer::InferWeights& w) {
   const ModelConfig& c = w.cfg;
-  std::printf("model: %s Linear weights, %.1f MB resident parameters (RSS %.0f MB after loading), D %lld, "
-              "%lld layers, %lld experts (K %lld), vocab %lld\n",
-              std::string(dtype_name(w.dtype)).c_str(), w.resident_bytes() / 1e6, rss_mb(), (long long)c.hidden_size,
+  std::printf("model: %s Linear weights, %s lm_head, %.1f MB resident parameters (RSS %.0f MB after loading), "
+              "D %lld, %lld layers, %lld experts (K %lld), vocab %lld\n",
+              std::string(dtype_name(w.dtype)).c_str(), std::string(dtype_name(w.lm_head.dtype)).c_str(),
+              w.resident_bytes() / 1e6, rss_mb(), (long long)c.hidden_size,
               (long long)c.num_hidden_layers, (long long)c.n_routed_experts, (long long)c.num_experts_per_tok,
               (long long)c.vocab_size);
 }
@@ -186,6 +241,10 @@ void register_bench(CLI::App& root) {
     DSV3_CHECK(max_b > 0 && d->ctx >= 0 && d->steps > 0 && d->warmup >= 0, "bench decode: bad sizes");
     const int64_t max_len = d->ctx + d->warmup + d->steps + 1;
 
+    if (d->src.loaded_lm_head.defined()) {  // then drop the loaded head, so the RSS figures are the serving ones
+      report_lm_head_error(w, d->src.loaded_lm_head);
+      d->src.loaded_lm_head = {};
+    }
     print_model(w);
     const double bw = measure_read_gbps(d->bw_mib << 20, 7);
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB)\n",

@@ -1,8 +1,9 @@
 // `dsv3 generate`: generate from a prompt with the inference engine (paged latent cache, absorbed MLA).
 //   dsv3 generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T]
 //                 [--top-k K] [--top-p P] [--min-p M] [--seed S] [--ignore-eos] [--output text|ids]
-//                 [--weights auto|f32|bf16|fp8]
-// Weights stay in the checkpoint's format (BF16 → BF16, FP8 → FP8 codes + block scales) unless --weights says.
+//                 [--weights auto|f32|bf16|fp8] [--lm-head auto|bf16|fp8]
+// Weights stay in the checkpoint's format (BF16 → BF16, FP8 → FP8 codes + block scales) unless --weights says;
+// --lm-head fp8 re-holds lm_head in FP8 128×128 blocks after loading (the V3 FP8 format keeps it in BF16).
 // --prompt is encoded with DIR/tokenizer.json (BOS as tokenizer_config.json says, unless --no-bos). Output
 // streams to stdout as it is generated: decoded text when DIR has a tokenizer (the stop token is not
 // printed), else the ids comma-separated. Timing (prefill and decode tokens/s) goes to stderr at the end.
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 
 void register_generate(CLI::App& root) {
   struct Opts {
-    std::string model, prompt_ids, prompt, output = "auto", weights = "auto";
+    std::string model, prompt_ids, prompt, output = "auto", weights = "auto", lm_head = "auto";
     int64_t max_tokens = 64, ctx = 0;
     float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, presence = 0.0f, frequency = 0.0f, repetition = 1.0f;
     int32_t top_k = 0;
@@ -53,6 +54,9 @@ void register_generate(CLI::App& root) {
   cmd->add_flag("--no-bos", o->no_bos, "with --prompt: do not prepend BOS");
   cmd->add_option("--weights", o->weights, "resident weight format: auto (as stored), f32, bf16, fp8")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
+      ->capture_default_str();
+  cmd->add_option("--lm-head", o->lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
+      ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
       ->capture_default_str();
   cmd->add_option("--output", o->output, "what to stream")
       ->check(CLI::IsMember({"auto", "text", "ids"}))
@@ -93,7 +97,9 @@ void register_generate(CLI::App& root) {
     if (o->weights == "bf16") want_dtype = DType::BF16;
     if (o->weights == "fp8") want_dtype = DType::F8_E4M3;
     const auto t_load = std::chrono::steady_clock::now();
-    const infer::InferWeights w = infer::InferWeights::load(o->model, want_dtype);
+    infer::InferWeights w = infer::InferWeights::load(o->model, want_dtype);
+    if (o->lm_head == "bf16") w.set_lm_head_format(DType::BF16);
+    if (o->lm_head == "fp8") w.set_lm_head_format(DType::F8_E4M3);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
     infer::EngineConfig ec;

@@ -1,7 +1,9 @@
 // Resident-format inference weights (see infer_weights.h).
 #include "infer/infer_weights.h"
 
+#include <algorithm>
 #include <set>
+#include <vector>
 
 #include "core/fp8_block.h"
 #include "dsv3/error.h"
@@ -260,6 +262,31 @@ InferWeights InferWeights::load(const std::string& dir, std::optional<DType> wan
   }
   DSV3_CHECK(linear_dtypes.size() <= 1, "checkpoint ", dir, " mixes Linear weight formats; pass one explicitly");
   return bind(c, linear_dtypes.empty() ? DType::F32 : *linear_dtypes.begin(), store);
+}
+
+void InferWeights::set_lm_head_format(DType dtype) {
+  check_dtype(dtype);
+  DSV3_CHECK(lm_head.defined(), "inference weights: no lm_head to convert");
+  if (lm_head.dtype == dtype) return;
+  if (dtype != DType::F8_E4M3 || lm_head.dtype == DType::F8_E4M3) {
+    lm_head = QMatrix::from_f32(lm_head.to_f32(), dtype);
+    return;
+  }
+  // F32 / BF16 → FP8 one 128-row block at a time (no F32 copy of the whole vocabulary × D matrix).
+  const int64_t N = lm_head.N, K = lm_head.K;
+  QMatrix m = wrap(Tensor::empty({N, K}, DType::F8_E4M3), DType::F8_E4M3);
+  m.scale = Tensor::empty({ceil_div(N, kFp8Block), ceil_div(K, kFp8Block)});
+  std::vector<float> rows(size_t(kFp8Block * K));
+  for (int64_t r0 = 0; r0 < N; r0 += kFp8Block) {
+    const int64_t n = std::min(kFp8Block, N - r0);
+    if (lm_head.dtype == DType::BF16)
+      convert_to_f32(DType::BF16, lm_head.data.ptr<uint16_t>() + r0 * K, rows.data(), size_t(n * K));
+    else
+      std::copy(lm_head.data.f32() + r0 * K, lm_head.data.f32() + (r0 + n) * K, rows.begin());
+    fp8_block_quantize(rows.data(), n, K, kFp8Block, kFp8Block, m.data.ptr<uint8_t>() + r0 * K,
+                       m.scale.f32() + (r0 / kFp8Block) * m.scale.dim(1));
+  }
+  lm_head = std::move(m);
 }
 
 double InferWeights::resident_bytes() const {

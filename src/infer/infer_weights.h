@@ -73,6 +73,10 @@ struct InferWeights {
   // rounded / quantized weights).
   static ModelWeights resident_values(const ModelWeights& w, DType dtype);
 
+  // Re-holds lm_head in `dtype` (F32, BF16 or F8_E4M3 in 128×128 blocks) from the values it holds now. Opt-in
+  // (`--lm-head fp8`): the V3 FP8 format keeps lm_head in BF16, where it is most of an FP8 decode step's bytes.
+  void set_lm_head_format(DType dtype);
+
   double resident_bytes() const;  // every parameter as held (including the derived absorbed matrices)
 };
 

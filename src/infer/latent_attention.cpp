@@ -7,12 +7,51 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <span>
 
 #include "dsv3/error.h"
 #include "infer/rowwise_gemm.h"
 #include "infer/simd.h"
 
 namespace dsv3::infer {
+
+namespace {
+
+// ô_h = Σ_t p_{h,t} c_t for the G heads of one item, t increasing (one fused multiply-add per element per key),
+// a 16-lane chunk of d_c at a time with the G heads' accumulators in registers (G is a template parameter so
+// they stay there).
+template <int G>
+void weighted_sum(const KvCache& cache, int64_t layer, std::span<const int32_t> table, int64_t n_ctx,
+                  const float* scores, int64_t max_ctx, int64_t dc, int64_t row_elems, float* out) {
+  const int64_t bs = cache.config().block_size;
+  for (int64_t j = 0; j < dc; j += simd::kLanes) {
+    const int n = int(std::min<int64_t>(simd::kLanes, dc - j));
+    simd::Vec acc[G];
+    for (int h = 0; h < G; ++h) acc[h] = simd::zero();
+    for (int64_t t0 = 0; t0 < n_ctx; t0 += bs) {
+      const float* rows = cache.block_rows(layer, table[size_t(t0 / bs)]) + j;
+      const int64_t nt = std::min(bs, n_ctx - t0);
+      const float* p = scores + t0;
+      if (n == simd::kLanes) {
+        for (int64_t t = 0; t < nt; ++t) {
+          const simd::Vec c = simd::load(rows + t * row_elems);
+          for (int h = 0; h < G; ++h) acc[h] = simd::fma(simd::set1(p[h * max_ctx + t]), c, acc[h]);
+        }
+      } else {
+        for (int64_t t = 0; t < nt; ++t) {
+          const simd::Vec c = simd::load_partial(rows + t * row_elems, n);
+          for (int h = 0; h < G; ++h) acc[h] = simd::fma(simd::set1(p[h * max_ctx + t]), c, acc[h]);
+        }
+      }
+    }
+    for (int h = 0; h < G; ++h) {
+      if (n == simd::kLanes) simd::store(out + h * dc + j, acc[h]);
+      else simd::store_partial(out + h * dc + j, acc[h], n);
+    }
+  }
+}
+
+}  // namespace
 
 int64_t latent_attention_head_group(int64_t n_heads) {
   for (int64_t g : {8, 4, 2})  // at most 8: pass 2 keeps one accumulator register per head
@@ -70,26 +109,13 @@ void latent_attention(const LatentAttention& a) {
       const float inv = float(1.0 / sum);
       for (int64_t t = 0; t < n_ctx; ++t) s[t] *= inv;
     }
-    // Pass 2: ô_h = Σ_t p_{h,t} c_t, t increasing (one fused multiply-add per element per key), a 16-lane
-    // chunk of d_c at a time with the G heads' accumulators in registers.
+    // Pass 2: ô_h = Σ_t p_{h,t} c_t.
     float* out = a.out + (r * H + h0) * dc;
-    for (int64_t j = 0; j < dc; j += simd::kLanes) {
-      const int n = int(std::min<int64_t>(simd::kLanes, dc - j));
-      simd::Vec acc[8];
-      for (int64_t h = 0; h < G; ++h) acc[h] = simd::zero();
-      for (int64_t t0 = 0; t0 < n_ctx; t0 += bs) {
-        const float* rows = cache.block_rows(a.layer, table[size_t(t0 / bs)]) + j;
-        const int64_t nt = std::min(bs, n_ctx - t0);
-        for (int64_t t = 0; t < nt; ++t) {
-          const simd::Vec c = n == simd::kLanes ? simd::load(rows + t * row_elems)
-                                                : simd::load_partial(rows + t * row_elems, n);
-          for (int64_t h = 0; h < G; ++h) acc[h] = simd::fma(simd::set1(scores[h * max_ctx + t0 + t]), c, acc[h]);
-        }
-      }
-      for (int64_t h = 0; h < G; ++h) {
-        if (n == simd::kLanes) simd::store(out + h * dc + j, acc[h]);
-        else simd::store_partial(out + h * dc + j, acc[h], n);
-      }
+    switch (G) {
+      case 8: weighted_sum<8>(cache, a.layer, table, n_ctx, scores, max_ctx, dc, row_elems, out); break;
+      case 4: weighted_sum<4>(cache, a.layer, table, n_ctx, scores, max_ctx, dc, row_elems, out); break;
+      case 2: weighted_sum<2>(cache, a.layer, table, n_ctx, scores, max_ctx, dc, row_elems, out); break;
+      default: weighted_sum<1>(cache, a.layer, table, n_ctx, scores, max_ctx, dc, row_elems, out); break;
     }
   }
 }

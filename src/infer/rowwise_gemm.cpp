@@ -189,14 +189,17 @@ const Fp8Table& fp8_table() {
   return tab;
 }
 
-// 32 e4m3 codes → 32 bf16: two 64-entry permutes on the magnitude, chosen by bit 6, then the sign bit.
+// 32 e4m3 codes → 32 bf16: two 64-entry permutes on the magnitude (they read index bits 0–5), chosen by bit 6,
+// then the sign. The codes are sign-extended, so bit 15 of each index already is the code's sign bit and one
+// ternary-logic op merges it (bits 0–14 from the table entry, bit 15 from the index).
 inline __m512i fp8_to_bf16(__m256i codes, const __m512i (&t)[4]) {
-  const __m512i idx = _mm512_maskz_cvtepu8_epi16(0xFFFFFFFF, codes);
+  const __m512i idx = _mm512_cvtepi8_epi16(codes);
   const __m512i lo = _mm512_permutex2var_epi16(t[0], idx, t[1]);
   const __m512i hi = _mm512_permutex2var_epi16(t[2], idx, t[3]);
   const __mmask32 upper = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
   const __m512i mag = _mm512_mask_blend_epi16(upper, lo, hi);
-  return _mm512_or_si512(mag, _mm512_and_si512(_mm512_maskz_slli_epi16(0xFFFFFFFF, idx, 8), _mm512_set1_epi16(int16_t(0x8000))));
+  // Bitwise A ? C : B (imm 0xAC) with A = 0x8000 per lane, B = mag, C = idx.
+  return _mm512_ternarylogic_epi32(_mm512_set1_epi16(int16_t(0x8000)), mag, idx, 0xAC);
 }
 
 // FP8 weights with 128×128 block scales: per K block a block accumulator, promoted by scale_inv (FMA).
