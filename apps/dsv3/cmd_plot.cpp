@@ -60,6 +60,18 @@ const std::map<char, std::array<const char*, 7>>& font() {
       {'v', {"     ", "     ", "#   #", "#   #", "#   #", " # # ", "  #  "}},
       {'w', {"     ", "     ", "#   #", "#   #", "# # #", "# # #", " # # "}},
       {'x', {"     ", "     ", "#   #", " # # ", "  #  ", " # # ", "#   #"}},
+      {'b', {"#    ", "#    ", "# ## ", "##  #", "#   #", "#   #", "#### "}},
+      {'f', {"  ## ", " #  #", " #   ", "###  ", " #   ", " #   ", " #   "}},
+      {'g', {"     ", "     ", " ####", "#   #", " ####", "    #", " ### "}},
+      {'h', {"#    ", "#    ", "# ## ", "##  #", "#   #", "#   #", "#   #"}},
+      {'j', {"   # ", "     ", "  ## ", "   # ", "   # ", "#  # ", " ##  "}},
+      {'k', {"#    ", "#    ", "#  # ", "# #  ", "##   ", "# #  ", "#  # "}},
+      {'q', {"     ", "     ", " ## #", "#  ##", " ####", "    #", "    #"}},
+      {'u', {"     ", "     ", "#   #", "#   #", "#   #", "#  ##", " ## #"}},
+      {'y', {"     ", "     ", "#   #", "#   #", " ####", "    #", " ### "}},
+      {'z', {"     ", "     ", "#####", "   # ", "  #  ", " #   ", "#####"}},
+      {'_', {"     ", "     ", "     ", "     ", "     ", "     ", "#####"}},
+      {'/', {"     ", "    #", "   # ", "  #  ", " #   ", "#    ", "     "}},
   };
   return f;
 }
@@ -279,11 +291,14 @@ void draw_panel(Canvas& c, int x0, int y0, int w, int h, const std::string& titl
         c.line(X(s.xy[i - 1].first), Y(s.xy[i - 1].second), X(s.xy[i].first), Y(s.xy[i].second), s.color, 1);
     }
   }
+  int name_w = 0;
+  for (const Series& s : ss) name_w = std::max(name_w, Canvas::text_width(s.name));
+  const int lx = x0 + w - std::max(200, name_w + 50);  // legend left edge, wide enough for the longest name
   for (int y = y0 + 4; y < y0 + 10 + 22 * int(ss.size()); ++y)  // legend background, over the curves
-    for (int x = x0 + w - 206; x < x0 + w - 4; ++x) c.set(x, y, Rgb{255, 255, 255});
+    for (int x = lx - 6; x < x0 + w - 4; ++x) c.set(x, y, Rgb{255, 255, 255});
   for (const Series& s : ss) {
-    c.line(x0 + w - 200, ly + 7, x0 + w - 170, ly + 7, s.color, 1);
-    c.text(x0 + w - 160, ly, s.name, s.color);
+    c.line(lx, ly + 7, lx + 30, ly + 7, s.color, 1);
+    c.text(lx + 40, ly, s.name, s.color);
     ly += 22;
   }
 }
@@ -291,41 +306,65 @@ void draw_panel(Canvas& c, int x0, int y0, int w, int h, const std::string& titl
 }  // namespace
 
 static void register_plot(CLI::App& root) {
-  auto* cmd = root.add_subcommand("plot", "Plot a run's loss, validation loss and MaxVio curves as a PNG");
+  auto* cmd = root.add_subcommand(
+      "plot", "Plot the loss, validation loss and MaxVio curves of one run, or of several runs in one figure, as a PNG");
   struct Opts {
-    std::string run, out = "loss.png";
+    std::vector<std::string> runs;
+    std::string out = "loss.png";
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("run", o->run, "run directory (holding metrics.jsonl) or a metrics.jsonl file")->required();
+  cmd->add_option("runs", o->runs,
+                  "run directories (holding metrics.jsonl) or metrics.jsonl files; several: curves side by side")
+      ->required();
   cmd->add_option("--out", o->out, "output PNG")->capture_default_str();
   cmd->callback([o] {
     namespace fs = std::filesystem;
-    const std::string path = fs::is_directory(o->run) ? (fs::path(o->run) / "metrics.jsonl").string() : o->run;
-    std::map<int64_t, nlohmann::json> steps, evals;
-    for (const auto& j : train::read_metrics(path)) {
-      const std::string type = j.value("type", "");
-      if (type == "step" && !j.value("skipped", false)) steps[j.value("step", int64_t(0))] = j;
-      if (type == "eval") evals[j.value("step", int64_t(0))] = j;
+    // Per run: (train CE, val CE) colours and the MaxVio-window colour.
+    const Rgb palette[][2] = {{{31, 119, 180}, {214, 39, 40}}, {{255, 127, 14}, {148, 103, 189}},
+                              {{44, 160, 44}, {140, 86, 75}}, {{23, 190, 207}, {227, 119, 194}}};
+    const size_t n_colors = sizeof palette / sizeof palette[0];
+    const bool several = o->runs.size() > 1;
+    std::vector<Series> top, bottom;
+    size_t total_steps = 0, total_evals = 0;
+    for (size_t r = 0; r < o->runs.size(); ++r) {
+      const std::string& run = o->runs[r];
+      const std::string path = fs::is_directory(run) ? (fs::path(run) / "metrics.jsonl").string() : run;
+      std::map<int64_t, nlohmann::json> steps, evals;
+      for (const auto& j : train::read_metrics(path)) {
+        const std::string type = j.value("type", "");
+        if (type == "step" && !j.value("skipped", false)) steps[j.value("step", int64_t(0))] = j;
+        if (type == "eval") evals[j.value("step", int64_t(0))] = j;
+      }
+      DSV3_CHECK(!steps.empty(), "no step lines in '", path, "'");
+      auto num = [](const nlohmann::json& j, const char* k) {
+        return j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN;
+      };
+      std::string label;
+      if (several) {
+        fs::path p = fs::is_directory(run) ? fs::path(run) : fs::path(run).parent_path();
+        label = (p.filename().empty() ? p.parent_path().filename() : p.filename()).string() + " ";
+      }
+      const Rgb* col = palette[r % n_colors];
+      Series loss{label + "train ce", col[0], {}}, val{label + "val ce", col[1], {}, true};
+      Series mv{"maxvio", {44, 160, 44}, {}}, mvw{label + "maxvio window", several ? col[0] : Rgb{255, 127, 14}, {}};
+      for (const auto& [st, j] : steps) {
+        loss.xy.emplace_back(double(st), num(j, "main_ce"));  // comparable with val_loss (main CE)
+        mv.xy.emplace_back(double(st), num(j, "maxvio_mean"));
+        mvw.xy.emplace_back(double(st), num(j, "maxvio_window"));
+      }
+      for (const auto& [st, j] : evals) val.xy.emplace_back(double(st), num(j, "val_loss"));
+      top.push_back(loss);
+      if (!val.xy.empty()) top.push_back(val);
+      if (!several) bottom.push_back(mv);
+      bottom.push_back(mvw);
+      total_steps += steps.size(), total_evals += evals.size();
     }
-    DSV3_CHECK(!steps.empty(), "no step lines in '", path, "'");
-    auto num = [](const nlohmann::json& j, const char* k) {
-      return j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN;
-    };
-    Series loss{"train ce", {31, 119, 180}, {}}, val{"val ce", {214, 39, 40}, {}, true};
-    Series mv{"maxvio", {44, 160, 44}, {}}, mvw{"maxvio window", {255, 127, 14}, {}};
-    for (const auto& [s, j] : steps) {
-      loss.xy.emplace_back(double(s), num(j, "main_ce"));  // comparable with val_loss (main CE)
-      mv.xy.emplace_back(double(s), num(j, "maxvio_mean"));
-      mvw.xy.emplace_back(double(s), num(j, "maxvio_window"));
-    }
-    for (const auto& [s, j] : evals) val.xy.emplace_back(double(s), num(j, "val_loss"));
     Canvas c(1000, 800);
-    std::vector<Series> top = {loss};
-    if (!val.xy.empty()) top.push_back(val);
     draw_panel(c, 120, 50, 840, 280, "loss", top);
-    draw_panel(c, 120, 460, 840, 260, "maxvio", {mv, mvw});
+    draw_panel(c, 120, 460, 840, 260, "maxvio", bottom);
     io::atomic_write_file(o->out, encode_png(c));
-    std::printf("wrote %s (%zu steps, %zu evals)\n", o->out.c_str(), steps.size(), evals.size());
+    std::printf("wrote %s (%zu run(s), %zu steps, %zu evals)\n", o->out.c_str(), o->runs.size(), total_steps,
+                total_evals);
   });
 }
 

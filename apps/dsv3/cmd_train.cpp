@@ -20,7 +20,7 @@ using nlohmann::json;
 static void register_train(CLI::App& root) {
   auto* cmd = root.add_subcommand("train", "Train a model (AdamW, schedules, checkpoints, resume)");
   struct Opts {
-    std::string config, resume, out, model, data, moments, checkpoint_dtype, tokenizer;
+    std::string config, resume, out, model, data, moments, checkpoint_dtype, tokenizer, precision;
     std::optional<int64_t> steps, batch, seq, grad_accum, eval_every, checkpoint_every, keep_last;
     std::optional<uint64_t> init_seed;
     std::optional<double> lr, peak_gflops;
@@ -48,7 +48,12 @@ static void register_train(CLI::App& root) {
   cmd->add_option("--checkpoint-dtype", o->checkpoint_dtype, "checkpoint weight storage")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (copied into checkpoints; text sample prompts)");
-  cmd->add_option("--peak-gflops", o->peak_gflops, "machine peak GFLOP/s for MFU");
+  cmd->add_option("--peak-gflops", o->peak_gflops,
+                  "machine peak GFLOP/s for MFU (default: the measured GEMM peak for the precision)");
+  cmd->add_option("--precision", o->precision,
+                  "Linear GEMM precision: bf16 (default), f32, or fp8 (emulated E4M3, the V3 tiling; F32 master weights "
+                  "in every case)")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}));
   cmd->add_flag("--quiet", o->quiet, "no progress lines");
   cmd->callback([o] {
     json j = json::object();
@@ -88,6 +93,7 @@ static void register_train(CLI::App& root) {
     if (o->keep_last) j["keep_last"] = *o->keep_last;
     if (o->init_seed) j["init_seed"] = *o->init_seed;
     if (o->peak_gflops) j["peak_gflops"] = *o->peak_gflops;
+    if (!o->precision.empty()) j["precision"] = o->precision;
     if (o->lr) {
       if (!j.contains("lr")) j["lr"] = json::object();
       j["lr"]["peak"] = *o->lr;

@@ -7,7 +7,8 @@ namespace dsv3::ops {
 
 // GEMM precision of the calling thread. kF32: oneDNN sgemm (multi-threaded). kBF16: both operands rounded
 // to BF16 (RNE), products accumulated in F32 by oneDNN's matmul (avx512_bf16 / AMX where the CPU has them);
-// alpha/beta are applied in F32. Set with a GemmPrecisionScope; the default is kF32.
+// alpha/beta are applied in F32. Set with a GemmPrecisionScope; the default is kF32. The precision is per
+// thread: OpenMP workers start at kF32.
 enum class GemmPrecision { kF32, kBF16 };
 GemmPrecision gemm_precision();
 class GemmPrecisionScope {
@@ -20,6 +21,15 @@ class GemmPrecisionScope {
  private:
   GemmPrecision saved_;
 };
+
+// Converts an R×C F32 matrix (row stride ld) to BF16 (round to nearest even) into dst (row stride dst_ld).
+void to_bf16(int64_t R, int64_t C, const float* src, int64_t ld, uint16_t* dst, int64_t dst_ld);
+// C[M,N] = op(A)·op(B) (+ C when beta == 1; beta must be 0 or 1) with BF16 operands and F32 accumulation.
+// op(A) is M×K: A stored [M,K] (trans_a false) or [K,M] (trans_a true), row stride lda. op(B) is K×N: B stored
+// [K,N] (trans_b false) or [N,K] (trans_b true), row stride ldb. For operands converted once and used by several
+// GEMMs (training weights); gemm_nt/nn/tn in kBF16 convert their F32 operands on every call and come here.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float* C, int64_t ldc, float beta);
 
 // D[M,N] = alpha * A[M,K] · B[N,K]^T + beta * D. lda/ldb/ldd are row strides in elements.
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
@@ -45,6 +55,14 @@ void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t tok
 // Shared body of rope_interleaved (sin_sign = +1) and its transpose (sin_sign = −1, kernels/backward_ops.h).
 void rope_interleaved_signed(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
                              const int64_t* pos, const double* inv_freq, double cs_scale, float sin_sign);
+
+// The same rotation with the cos/sin precomputed per token: cs/sn [T, d/2] (already scaled; rows of the angles
+// pos[t]·inv_freq[j] evaluated as in rope_interleaved), the sine multiplied by sin_sign (−1: the transpose).
+void rope_interleaved_table(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                            const float* cs, const float* sn, float sin_sign);
+// The table of rope_interleaved_table for positions pos[0..T): cs[t,j] = f32(cos(pos[t]·inv_freq[j])·cs_scale).
+void rope_table(int64_t T, int64_t d, const int64_t* pos, const double* inv_freq, double cs_scale, float* cs,
+                float* sn);
 
 // out[T,I] = silu(gate) ⊙ up, where gate/up are [T,I] with row stride ld.
 void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t ld, float* out, int64_t out_ld);

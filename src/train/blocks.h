@@ -26,6 +26,7 @@
 #include "core/tensor.h"
 #include "model/transformer.h"
 #include "model/weights.h"
+#include "train/linear.h"
 
 namespace dsv3::train {
 
@@ -36,16 +37,19 @@ struct BlockContext {
   std::vector<int64_t> pos;         // [B·n] position of each row
   std::vector<double> inv_freq;     // [d_r/2] YaRN inverse frequencies f'_j
   double cs_scale = 1.0;            // RoPE cos/sin multiplier
+  std::vector<float> rope_cos, rope_sin;  // [B·n, d_r/2] per-row tables (ops::rope_table)
   float softmax_scale = 1.0f;       // σ of §4.1
   double balance_alpha = 0.0;       // > 0: MoE blocks of this segment add the sequence-wise balance loss
+  Linear* lin = nullptr;            // the Linear GEMMs' precision and weight cache (nullptr: F32)
 
   BlockContext(const ModelConfig& c, int64_t B, int64_t n, double balance_alpha);
   int64_t T() const { return B * n; }
+  Linear& linear() const { return lin ? *lin : default_linear(); }
 };
 
 // ---- SwiGLU MLP on rows (dense MLP, shared expert, each routed expert) ----------------------------------------
 // gu [rows, 2I] = [x W_gate^T | x W_up^T];  act = silu(gate) ⊙ up;  y = act W_down^T (+ beta·y).
-void swiglu_forward(const MlpWeights& W, int64_t rows, const float* x, float* gu, float* act, float* y, float beta);
+void swiglu_forward(Linear& lin, const MlpWeights& W, int64_t rows, const float* x, float* gu, float* act, float* y, float beta);
 // Backward-input operands of swiglu_backward_input for `rows` rows.
 struct SwigluGrad {
   const float* gu = nullptr;         // [rows, 2I] saved gate | up pre-activations
@@ -59,9 +63,9 @@ struct SwigluGrad {
   float beta = 0.0f;
 };
 // dA = dy W_down; row_dot = act·dA; dA *= row_scale; dgu = SwiGLU'ᵀ dA; dx = dgu_g W_gate + dgu_u W_up.
-void swiglu_backward_input(const MlpWeights& W, int64_t rows, const SwigluGrad& a);
+void swiglu_backward_input(Linear& lin, const MlpWeights& W, int64_t rows, const SwigluGrad& a);
 // dW_down += dyᵀ act, dW_gate += dgu_gᵀ x, dW_up += dgu_uᵀ x (dy here already carries any row scale).
-void swiglu_backward_weight(MlpWeights& G, int64_t rows, const float* x, const float* dy, int64_t dy_ld,
+void swiglu_backward_weight(Linear& lin, MlpWeights& G, int64_t rows, const float* x, const float* dy, int64_t dy_ld,
                             const float* act, const float* dgu);
 
 // ---- Attention block: y = x + MLA(input_layernorm(x)) -----------------------------------------------------------

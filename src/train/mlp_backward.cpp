@@ -18,24 +18,29 @@ BlockContext::BlockContext(const ModelConfig& c, int64_t B_, int64_t n_, double 
   inv_freq = c.rope_inv_freq();
   cs_scale = c.rope_cos_sin_scale();
   softmax_scale = float(c.softmax_scale());
+  const int64_t half = c.qk_rope_head_dim / 2;
+  rope_cos.resize(size_t(B * n * half));
+  rope_sin.resize(size_t(B * n * half));
+  ops::rope_table(B * n, c.qk_rope_head_dim, pos.data(), inv_freq.data(), cs_scale, rope_cos.data(), rope_sin.data());
 }
 
-void swiglu_forward(const MlpWeights& W, int64_t rows, const float* x, float* gu, float* act, float* y, float beta) {
+void swiglu_forward(Linear& lin, const MlpWeights& W, int64_t rows, const float* x, float* gu, float* act, float* y,
+                    float beta) {
   const int64_t I = W.gate.dim(0), D = W.gate.dim(1);
   if (rows == 0) return;
-  ops::gemm_nt(rows, I, D, x, D, W.gate.f32(), D, gu, 2 * I);
-  ops::gemm_nt(rows, I, D, x, D, W.up.f32(), D, gu + I, 2 * I);
+  DSV3_CHECK(beta == 0.0f || beta == 1.0f, "swiglu_forward: beta must be 0 or 1");
+  lin.fprop2(rows, x, D, W.gate, W.up, gu, 2 * I);
   ops::silu_mul(rows, I, gu, gu + I, 2 * I, act, I);
-  ops::gemm_nt(rows, D, I, act, I, W.down.f32(), I, y, D, 1.0f, beta);
+  lin.fprop(rows, act, I, W.down, y, D, beta == 1.0f);
 }
 
-void swiglu_backward_input(const MlpWeights& W, int64_t rows, const SwigluGrad& a) {
+void swiglu_backward_input(Linear& lin, const MlpWeights& W, int64_t rows, const SwigluGrad& a) {
   const int64_t I = W.gate.dim(0), D = W.gate.dim(1);
   if (rows == 0) return;
   ops::silu_mul(rows, I, a.gu, a.gu + I, 2 * I, a.act, I);
   // dA [rows, I] = dy · W_down (W_down is [D, I]); kept in the up half of dgu until the activation backward.
   float* dA = a.dgu + I;
-  ops::gemm_nn(rows, I, D, a.dy, a.dy_ld, W.down.f32(), I, dA, 2 * I);
+  lin.dgrad(rows, a.dy, a.dy_ld, W.down, dA, 2 * I);
   for (int64_t r = 0; r < rows; ++r) {
     float* g = dA + r * 2 * I;
     if (a.row_dot) {
@@ -48,17 +53,16 @@ void swiglu_backward_input(const MlpWeights& W, int64_t rows, const SwigluGrad& 
   }
   // dgate, dup from dA (elementwise; dA is read before each write of the same element).
   ops::silu_mul_backward(rows, I, a.gu, a.gu + I, 2 * I, dA, 2 * I, a.dgu, a.dgu + I, 2 * I);
-  ops::gemm_nn(rows, D, I, a.dgu, 2 * I, W.gate.f32(), D, a.dx, D, 1.0f, a.beta);
-  ops::gemm_nn(rows, D, I, a.dgu + I, 2 * I, W.up.f32(), D, a.dx, D, 1.0f, 1.0f);
+  DSV3_CHECK(a.beta == 0.0f || a.beta == 1.0f, "swiglu_backward_input: beta must be 0 or 1");
+  lin.dgrad2(rows, a.dgu, 2 * I, W.gate, W.up, a.dx, D, a.beta == 1.0f);
 }
 
-void swiglu_backward_weight(MlpWeights& G, int64_t rows, const float* x, const float* dy, int64_t dy_ld,
+void swiglu_backward_weight(Linear& lin, MlpWeights& G, int64_t rows, const float* x, const float* dy, int64_t dy_ld,
                             const float* act, const float* dgu) {
-  const int64_t I = G.gate.dim(0), D = G.gate.dim(1);
+  const int64_t I = G.gate.dim(0);
   if (rows == 0) return;
-  ops::gemm_tn(D, I, rows, dy, dy_ld, act, I, G.down.f32(), I, 1.0f, 1.0f);
-  ops::gemm_tn(I, D, rows, dgu, 2 * I, x, D, G.gate.f32(), D, 1.0f, 1.0f);
-  ops::gemm_tn(I, D, rows, dgu + I, 2 * I, x, D, G.up.f32(), D, 1.0f, 1.0f);
+  lin.wgrad(rows, dy, dy_ld, act, I, G.down);
+  lin.wgrad2(rows, dgu, 2 * I, x, G.gate.dim(1), G.gate, G.up);
 }
 
 Tensor layer_forward(const BlockContext& ctx, const LayerWeights& W, const Tensor& x, LayerState& st) {

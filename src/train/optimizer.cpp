@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "dsv3/error.h"
@@ -70,19 +71,27 @@ void AdamW::step(ModelWeights& w, const ModelWeights& grad, double lr, double gr
   const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
   const float one_b1 = float(1.0 - opt_.beta1), one_b2 = float(1.0 - opt_.beta2);
   const float eps = float(opt_.eps), gs = float(grad_scale);
-  for (Slot& s : slots_) {
+  // Tensors are looked up first, then updated in parallel one tensor per task (most are expert matrices too small
+  // to split); every element's update is independent, so the result does not depend on the thread count.
+  std::vector<std::pair<float*, const float*>> ptrs(slots_.size());
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    Slot& s = slots_[k];
     auto pit = w.by_name.find(s.name);
     auto git = grad.by_name.find(s.name);
     DSV3_CHECK(pit != w.by_name.end() && git != grad.by_name.end(), "AdamW: parameter ", s.name, " missing");
-    float* p = pit->second.f32();
-    const float* g = git->second.f32();
-    const int64_t n = pit->second.numel();
-    DSV3_ASSERT(n == s.m.numel() && n == git->second.numel());
+    DSV3_ASSERT(pit->second.numel() == s.m.numel() && pit->second.numel() == git->second.numel());
+    ptrs[k] = {pit->second.f32(), git->second.f32()};
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    Slot& s = slots_[k];
+    float* p = ptrs[k].first;
+    const float* g = ptrs[k].second;
+    const int64_t n = s.m.numel();
     const float decay = s.decay ? float(1.0 - lr * opt_.weight_decay) : 1.0f;
     if (!opt_.bf16_moments) {
       float* m = s.m.f32();
       float* v = s.v.f32();
-#pragma omp parallel for schedule(static) if (n > 65536)
       for (int64_t i = 0; i < n; ++i) {
         const float gi = g[i] * gs;
         const float mi = b1 * m[i] + one_b1 * gi;
@@ -94,7 +103,6 @@ void AdamW::step(ModelWeights& w, const ModelWeights& grad, double lr, double gr
     } else {
       uint16_t* m = s.m.ptr<uint16_t>();
       uint16_t* v = s.v.ptr<uint16_t>();
-#pragma omp parallel for schedule(static) if (n > 65536)
       for (int64_t i = 0; i < n; ++i) {
         const float gi = g[i] * gs;
         m[i] = f32_to_bf16(b1 * bf16_to_f32(m[i]) + one_b1 * gi);

@@ -44,7 +44,7 @@ RunConfig RunConfig::from_json(const json& j) {
               {"model", "init_seed", "init_std", "tokenizer", "data", "data_seed", "batch", "seq", "grad_accum",
                "steps", "lr", "adam", "clip", "mtp_lambda", "balance_alpha", "bias_gamma", "eval_every",
                "eval_batches", "checkpoint_every", "keep_last", "checkpoint_dtype", "log_every", "maxvio_window",
-               "peak_gflops", "sample_prompts", "sample_tokens", "spike_guard", "out", "comment"});
+               "peak_gflops", "precision", "sample_prompts", "sample_tokens", "spike_guard", "out", "comment"});
   RunConfig c;
   const std::string w = "run config field ";
   get(j, "model", c.model, w);
@@ -80,6 +80,7 @@ RunConfig RunConfig::from_json(const json& j) {
   get(j, "log_every", c.log_every, w);
   get(j, "maxvio_window", c.maxvio_window, w);
   get(j, "peak_gflops", c.peak_gflops, w);
+  get(j, "precision", c.precision, w);
   if (j.contains("sample_prompts")) {
     DSV3_CHECK(j["sample_prompts"].is_array(), "sample_prompts must be an array");
     for (const json& p : j["sample_prompts"]) {
@@ -105,6 +106,12 @@ RunConfig RunConfig::from_json(const json& j) {
   return c;
 }
 
+double RunConfig::effective_peak_gflops() const {
+  if (peak_gflops > 0) return peak_gflops;
+  // FP8 is emulated on the BF16 units of this CPU (fp8/fp8_gemm.h): its ceiling is the BF16 peak.
+  return precision == "f32" ? kPeakGflopsF32 : kPeakGflopsBF16;
+}
+
 void RunConfig::validate() const {
   DSV3_CHECK(!model.empty(), "run config: model is empty");
   DSV3_CHECK(init_std > 0, "run config: init_std must be positive, got ", init_std);
@@ -123,7 +130,9 @@ void RunConfig::validate() const {
   DSV3_CHECK(keep_last >= 1, "run config: keep_last must be >= 1, got ", keep_last);
   DSV3_CHECK(log_every >= 1, "run config: log_every must be >= 1");
   DSV3_CHECK(maxvio_window >= 1, "run config: maxvio_window must be >= 1");
-  DSV3_CHECK(peak_gflops > 0, "run config: peak_gflops must be positive");
+  DSV3_CHECK(peak_gflops >= 0, "run config: peak_gflops must be >= 0 (0: the measured peak for the precision)");
+  DSV3_CHECK(precision == "f32" || precision == "bf16" || precision == "fp8",
+             "run config: precision must be f32, bf16 or fp8, got ", precision);
   DSV3_CHECK(sample_tokens >= 0, "run config: sample_tokens must be >= 0");
   DSV3_CHECK(spike.factor >= 0 && spike.window >= 1 && spike.min_steps >= 1 && spike.max_rollbacks >= 0,
              "run config: bad spike_guard values");
@@ -157,6 +166,7 @@ json RunConfig::to_json() const {
   j["log_every"] = log_every;
   j["maxvio_window"] = maxvio_window;
   j["peak_gflops"] = peak_gflops;
+  j["precision"] = precision;
   j["sample_prompts"] = sample_prompts;
   j["sample_tokens"] = sample_tokens;
   j["spike_guard"] = {{"factor", spike.factor}, {"window", spike.window}, {"min_steps", spike.min_steps},

@@ -20,6 +20,10 @@ struct SpikeGuard {
   int64_t max_rollbacks = 3;  // then the run stops with an error
 };
 
+// Measured GEMM peaks of the 2-core development machine (oneDNN sgemm F32, oneDNN matmul BF16; BENCHMARKS.md).
+inline constexpr double kPeakGflopsF32 = 213.0;
+inline constexpr double kPeakGflopsBF16 = 418.0;
+
 struct RunConfig {
   // Model: a config.json path, a built-in name (configs/NAME.json), or a model directory to continue from
   // (its weights are the initial weights).
@@ -52,7 +56,13 @@ struct RunConfig {
   std::string checkpoint_dtype = "f32";  // f32 | bf16 (bf16: master weights also go into trainer_state)
   int64_t log_every = 1;
   int64_t maxvio_window = 20;  // steps summed for the running-window MaxVio
-  double peak_gflops = 350.0;  // MFU denominator: measured F32 OpenBLAS GEMM peak of the dev machine
+  // Linear GEMMs (train/linear.h): "bf16" (BF16 operands, F32 accumulation, F32 master weights), "f32", or "fp8"
+  // (emulated E4M3 with the V3 tiling; lm_head BF16).
+  std::string precision = "bf16";
+  // MFU denominator in GFLOP/s; 0: the measured GEMM peak of the development machine for `precision`
+  // (kPeakGflopsF32 / kPeakGflopsBF16 — also for fp8, emulated on the BF16 units; BENCHMARKS.md).
+  double peak_gflops = 0.0;
+  double effective_peak_gflops() const;
 
   std::vector<nlohmann::json> sample_prompts;  // strings (need a tokenizer) or arrays of token ids
   int64_t sample_tokens = 16;  // greedy tokens generated per prompt at each checkpoint (0: no samples)

@@ -3,10 +3,12 @@
 #include "train/train_model.h"
 
 #include <cstring>
+#include <optional>
 
 #include "dsv3/error.h"
 #include "kernels/backward_ops.h"
 #include "kernels/ops.h"
+#include "train/profile.h"
 
 namespace dsv3::train {
 
@@ -53,7 +55,8 @@ void scatter_embeddings(ModelWeights& g, const int32_t* ids, int64_t rows, const
 
 }  // namespace
 
-TrainModel::TrainModel(const ModelWeights& w) : w_(w) {}
+TrainModel::TrainModel(const ModelWeights& w, Precision precision)
+    : w_(w), lin_(precision), head_(precision == Precision::kFP8 ? Precision::kBF16 : precision) {}
 
 const Tensor& TrainModel::mtp_logits(int depth) const {
   DSV3_CHECK(depth >= 1 && depth <= int(mtp_.size()), "mtp_logits: depth ", depth, " not computed (",
@@ -88,9 +91,12 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
   batch_ = batch;
   opt_ = opt;
   loss_ = LossValues();
+  lin_.begin_pass();  // the weights may have changed since the last pass
+  head_.begin_pass();
 
   // Main model.
   ctx_main_.emplace(c, B, S, opt.balance_alpha);
+  ctx_main_->lin = &lin_;
   main_.clear();
   for (const LayerWeights& L : w_.layers)
     if (!L.mtp) main_.push_back(&L);
@@ -104,14 +110,17 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
     loss_.balance += states_[l].ffn.balance_loss;
   }
   x_last_ = x;
+  std::optional<ProfileScope> prof;
+  prof.emplace("model.fwd.head+ce");
   h_ = Tensor::empty({T, D});
   ops::rmsnorm(T, D, x.f32(), D, w_.final_norm.f32(), float(c.rms_norm_eps), h_.f32(), D);
   logits_ = Tensor::empty({T, V});
-  ops::gemm_nt(T, V, D, h_.f32(), D, w_.lm_head.f32(), D, logits_.f32(), V);
+  head_.fprop(T, h_.f32(), D, w_.lm_head, logits_.f32(), V);
   targets_ = shifted_targets(batch_.tokens, B, S, 0, &n_valid_);
   loss_.main_ce = ops::cross_entropy_sum(T, V, logits_.f32(), V, targets_.data()) / double(n_valid_);
 
   // MTP chain.
+  prof.emplace("model.fwd.mtp");
   mtp_.clear();
   mtp_.reserve(size_t(n_mtp));  // `prev` points into mtp_: no reallocation while the chain runs
   if (mtp_loaded) {
@@ -123,6 +132,7 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
       DSV3_CHECK(pos >= 0, "train forward: MTP depth ", k, " weights are not loaded");
       mtp_.emplace_back(BlockContext(c, B, n, 0.0));
       Mtp& m = mtp_.back();
+      m.ctx.lin = &lin_;
       m.W = &w_.layers[pos];
       m.n = n;
       std::vector<int32_t> ids(static_cast<size_t>(Tk));
@@ -137,12 +147,12 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
       ops::rmsnorm(Tk, D, m.e.f32(), D, m.W->enorm.f32(), float(c.rms_norm_eps), m.cat.f32(), 2 * D);
       ops::rmsnorm(Tk, D, m.hp.f32(), D, m.W->hnorm.f32(), float(c.rms_norm_eps), m.cat.f32() + D, 2 * D);
       Tensor u = Tensor::empty({Tk, D});
-      ops::gemm_nt(Tk, D, 2 * D, m.cat.f32(), 2 * D, m.W->eh_proj.f32(), 2 * D, u.f32(), D);
+      lin_.fprop(Tk, m.cat.f32(), 2 * D, m.W->eh_proj, u.f32(), D);
       m.x_out = layer_forward(m.ctx, *m.W, u, m.layer);
       m.h = Tensor::empty({Tk, D});
       ops::rmsnorm(Tk, D, m.x_out.f32(), D, m.W->head_norm.f32(), float(c.rms_norm_eps), m.h.f32(), D);
       m.logits = Tensor::empty({Tk, V});
-      ops::gemm_nt(Tk, V, D, m.h.f32(), D, w_.lm_head.f32(), D, m.logits.f32(), V);
+      head_.fprop(Tk, m.h.f32(), D, w_.lm_head, m.logits.f32(), V);
       m.targets = shifted_targets(batch_.tokens, B, S, k, &m.n_valid);
       loss_.mtp_ce.push_back(ops::cross_entropy_sum(Tk, V, m.logits.f32(), V, m.targets.data()) / double(m.n_valid));
       prev = &m.h;
@@ -166,6 +176,8 @@ void TrainModel::backward(ModelWeights& G) {
   const float eps = float(c.rms_norm_eps);
 
   // MTP depths, deepest first; dh_next carries dL/dh^k from depth k+1 into depth k.
+  std::optional<ProfileScope> prof;
+  prof.emplace("model.bwd.mtp");
   Tensor dh_next;
   if (opt_.mtp_lambda != 0.0) {
     for (int64_t k = int64_t(mtp_.size()); k >= 1; --k) {
@@ -176,10 +188,10 @@ void TrainModel::backward(ModelWeights& G) {
       Tensor dlog = Tensor::empty({Tk, V});
       ops::cross_entropy_backward(Tk, V, m.logits.f32(), V, m.targets.data(), scale, dlog.f32(), V);
       Tensor dh = Tensor::empty({Tk, D});
-      ops::gemm_nn(Tk, D, V, dlog.f32(), V, w_.lm_head.f32(), D, dh.f32(), D);
+      head_.dgrad(Tk, dlog.f32(), V, w_.lm_head, dh.f32(), D);
       if (dh_next.defined())
         for (int64_t i = 0; i < Tk * D; ++i) dh.f32()[i] += dh_next.f32()[i];
-      ops::gemm_tn(V, D, Tk, dlog.f32(), V, m.h.f32(), D, G.lm_head.f32(), D, 1.0f, 1.0f);
+      head_.wgrad(Tk, dlog.f32(), V, m.h.f32(), D, G.lm_head);
       Tensor dx = Tensor::empty({Tk, D});
       ops::rmsnorm_backward_input(Tk, D, m.x_out.f32(), D, m.W->head_norm.f32(), dh.f32(), D, eps, dx.f32(), D, false);
       ops::rmsnorm_backward_weight(Tk, D, m.x_out.f32(), D, dh.f32(), D, eps, Gl.head_norm.f32());
@@ -187,8 +199,8 @@ void TrainModel::backward(ModelWeights& G) {
       layer_backward_weight(m.ctx, *m.W, m.layer, Gl);
       // eh_proj, enorm, hnorm.
       Tensor dcat = Tensor::empty({Tk, 2 * D});
-      ops::gemm_nn(Tk, 2 * D, D, du.f32(), D, m.W->eh_proj.f32(), 2 * D, dcat.f32(), 2 * D);
-      ops::gemm_tn(D, 2 * D, Tk, du.f32(), D, m.cat.f32(), 2 * D, Gl.eh_proj.f32(), 2 * D, 1.0f, 1.0f);
+      lin_.dgrad(Tk, du.f32(), D, m.W->eh_proj, dcat.f32(), 2 * D);
+      lin_.wgrad(Tk, du.f32(), D, m.cat.f32(), 2 * D, Gl.eh_proj);
       Tensor de = Tensor::empty({Tk, D}), dhp = Tensor::empty({Tk, D});
       ops::rmsnorm_backward_input(Tk, D, m.e.f32(), D, m.W->enorm.f32(), dcat.f32(), 2 * D, eps, de.f32(), D, false);
       ops::rmsnorm_backward_weight(Tk, D, m.e.f32(), D, dcat.f32(), 2 * D, eps, Gl.enorm.f32());
@@ -208,16 +220,18 @@ void TrainModel::backward(ModelWeights& G) {
   }
 
   // Main model.
+  prof.emplace("model.bwd.head+ce");
   Tensor dlog = Tensor::empty({T, V});
   ops::cross_entropy_backward(T, V, logits_.f32(), V, targets_.data(), float(1.0 / double(n_valid_)), dlog.f32(), V);
   Tensor dh = Tensor::empty({T, D});
-  ops::gemm_nn(T, D, V, dlog.f32(), V, w_.lm_head.f32(), D, dh.f32(), D);
+  head_.dgrad(T, dlog.f32(), V, w_.lm_head, dh.f32(), D);
   if (dh_next.defined())
     for (int64_t i = 0; i < T * D; ++i) dh.f32()[i] += dh_next.f32()[i];
-  ops::gemm_tn(V, D, T, dlog.f32(), V, h_.f32(), D, G.lm_head.f32(), D, 1.0f, 1.0f);
+  head_.wgrad(T, dlog.f32(), V, h_.f32(), D, G.lm_head);
   Tensor dx = Tensor::empty({T, D});
   ops::rmsnorm_backward_input(T, D, x_last_.f32(), D, w_.final_norm.f32(), dh.f32(), D, eps, dx.f32(), D, false);
   ops::rmsnorm_backward_weight(T, D, x_last_.f32(), D, dh.f32(), D, eps, G.final_norm.f32());
+  prof.reset();
   for (int64_t l = int64_t(main_.size()) - 1; l >= 0; --l) {
     LayerWeights& Gl = G.layers[layer_pos(w_, main_[l]->index)];
     dx = layer_backward_input(*ctx_main_, *main_[l], states_[l], dx);

@@ -21,6 +21,7 @@
 
 #include "model/weights.h"
 #include "train/blocks.h"
+#include "train/linear.h"
 #include "train/load_balance.h"
 #include "train/losses.h"
 
@@ -40,7 +41,9 @@ std::vector<std::pair<std::string, Tensor>> gradient_list(const ModelWeights& gr
 
 class TrainModel {
  public:
-  explicit TrainModel(const ModelWeights& w);
+  // `precision`: the Linear GEMMs (train/linear.h) — attention projections, MLPs/experts, eh_proj, lm_head.
+  explicit TrainModel(const ModelWeights& w, Precision precision = Precision::kF32);
+  Precision precision() const { return lin_.precision(); }
 
   LossValues forward(const TrainBatch& batch, const LossOptions& opt);
   // Accumulates into grad (see zero_gradients). Call once per forward.
@@ -69,6 +72,8 @@ class TrainModel {
   };
 
   const ModelWeights& w_;
+  Linear lin_;
+  Linear head_;  // lm_head: the run's precision, but BF16 under FP8 (the recipe keeps the output head in BF16)
   TrainBatch batch_;
   LossOptions opt_;
   LossValues loss_;

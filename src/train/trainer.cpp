@@ -14,6 +14,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 #include "train/checkpoint.h"
+#include "train/profile.h"
 #include "train/synthetic_source.h"
 
 #if __has_include("data/shard_loader.h")
@@ -100,7 +101,7 @@ Trainer::Trainer(const RunConfig& cfg, const TrainerOptions& opt)
                                         : ModelWeights::random(mcfg_, cfg_.init_seed, float(cfg_.init_std));
   }
   grad_ = zero_gradients(weights_);
-  model_ = std::make_unique<TrainModel>(weights_);
+  model_ = std::make_unique<TrainModel>(weights_, parse_precision(cfg_.precision));
   AdamWOptions ao;
   ao.beta1 = cfg_.adam_beta1, ao.beta2 = cfg_.adam_beta2, ao.eps = cfg_.adam_eps, ao.weight_decay = cfg_.weight_decay;
   ao.bf16_moments = cfg_.moments == "bf16";
@@ -185,8 +186,15 @@ StepRecord Trainer::step() {
   const int64_t n_micro = cfg_.grad_accum;
   for (int64_t m = 0; m < n_micro; ++m) {
     train_src_->next(cfg_.batch, cfg_.seq, batch_.tokens);
-    LossValues l = model_->forward(batch_, lo);
-    model_->backward(grad_);
+    LossValues l;
+    {
+      ProfileScope p("forward");
+      l = model_->forward(batch_, lo);
+    }
+    {
+      ProfileScope p("backward");
+      model_->backward(grad_);
+    }
     sum.total += l.total, sum.main_ce += l.main_ce, sum.balance += l.balance;
     sum.mtp_ce.resize(l.mtp_ce.size(), 0.0);
     for (size_t k = 0; k < l.mtp_ce.size(); ++k) sum.mtp_ce[k] += l.mtp_ce[k];
@@ -244,6 +252,7 @@ StepRecord Trainer::step() {
       log_event("rollback", std::string(detail) + "; restored " + dir + " (data not rewound)");
     }
   } else {
+    ProfileScope p("optimizer");
     opt_->step(weights_, grad_, rec.lr, clip_scale(rec.grad_norm, cfg_.clip));
     rec.maxvio = update_router_bias(weights_, loads, gamma);
     maxvio_window_.push(loads);
@@ -254,7 +263,7 @@ StepRecord Trainer::step() {
   rec.maxvio_window = maxvio_window_.window_maxvio();
   const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
   rec.tokens_per_s = double(cfg_.batch * cfg_.seq * n_micro) / std::max(dt, 1e-9);
-  rec.mfu = mfu(rec.tokens_per_s, flops_per_token_, cfg_.peak_gflops);
+  rec.mfu = mfu(rec.tokens_per_s, flops_per_token_, cfg_.effective_peak_gflops());
   ++session_steps_;
   if (session_steps_ == 1) t_session_ = t0;
 
@@ -361,13 +370,19 @@ void Trainer::write_samples() {
 }
 
 void Trainer::run() {
+  double step_seconds = 0;
+  int64_t steps_run = 0;
   while (step_ < cfg_.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
     StepRecord rec = step();
+    step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++steps_run;
     if (rec.rolled_back) continue;
     if (cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) evaluate();
     if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
   }
   if (last_checkpoint_step_ != step_) save_checkpoint();
+  if (profiling_enabled() && !topt_.quiet) std::printf("%s", profile_report(steps_run, step_seconds).c_str());
 }
 
 }  // namespace dsv3::train

@@ -1,5 +1,5 @@
 // GEMM entry points (F32 OpenBLAS and BF16 oneDNN) against a plain double-precision loop, on strided and
-// ragged shapes (M not a multiple of the BF16 row padding, K = 0, alpha/beta). In BF16 the reference uses the
+// ragged shapes (odd M, N, K; K = 0; alpha/beta). In BF16 the reference uses the
 // BF16-rounded operands, so the only difference left is F32 accumulation order.
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // `dsv3 train` and `dsv3 plot` as child processes: the resolved config printed and saved, flags overriding the
 // run config; SIGKILL during a checkpoint write, then resume: the previous checkpoint is intact and training
-// continues bit-identically to an uninterrupted run; `dsv3 plot` writes a PNG.
+// continues bit-identically to an uninterrupted run; `dsv3 plot` writes a PNG of one run or of several.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -130,5 +130,12 @@ TEST(TrainCli, KillDuringCheckpointThenResumeContinuesIdentically) {
   ASSERT_GT(bytes.size(), 1000u);
   EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   EXPECT_EQ(bytes.substr(12, 4), "IHDR");
+  // Several runs in one figure; a missing run directory is an error.
+  const std::string png2 = dir + "/cmp.png";
+  ASSERT_EQ(run_wait({dsv3_bin(), "plot", ref, run, "--out", png2}, dir + "/plot2.log"), 0) << slurp(dir + "/plot2.log");
+  EXPECT_NE(slurp(dir + "/plot2.log").find("2 run(s), 12 steps"), std::string::npos) << slurp(dir + "/plot2.log");
+  EXPECT_EQ(slurp(png2).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_NE(run_wait({dsv3_bin(), "plot", ref, dir + "/no-such-run", "--out", dir + "/x.png"}, dir + "/plot3.log"), 0);
+  EXPECT_FALSE(fs::exists(dir + "/x.png"));
   fs::remove_all(dir);
 }

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "kernels/ops.h"
+#include "kernels/cpu/vec_exp.h"
 
 namespace dsv3::ops {
 
@@ -14,11 +15,7 @@ void causal_softmax(int64_t S_q, int64_t S_kv, float* scores, int64_t ld, int64_
     const int64_t n = std::clamp<int64_t>(q_offset + s + 1, 0, S_kv);
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < n; ++t) mx = std::max(mx, r[t]);
-    double sum = 0.0;
-    for (int64_t t = 0; t < n; ++t) {
-      r[t] = std::exp(r[t] - mx);
-      sum += r[t];
-    }
+    const double sum = detail::exp_shift(r, r, n, -mx);
     const float inv = n > 0 ? float(1.0 / sum) : 0.0f;
     for (int64_t t = 0; t < n; ++t) r[t] *= inv;
     for (int64_t t = n; t < S_kv; ++t) r[t] = 0.0f;

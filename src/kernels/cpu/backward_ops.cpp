@@ -1,6 +1,7 @@
 // CPU backward operators (see kernels/backward_ops.h for the contracts). Reductions over a row are done in
 // f64; elementwise math in f32 like the forward ops.
 #include "kernels/backward_ops.h"
+#include "kernels/cpu/vec_exp.h"
 
 #include <algorithm>
 #include <cmath>
@@ -37,12 +38,22 @@ void rmsnorm_backward_input(int64_t T, int64_t D, const float* x, int64_t x_stri
 void rmsnorm_backward_weight(int64_t T, int64_t D, const float* x, int64_t x_stride, const float* dy,
                              int64_t dy_stride, float eps, float* dw) {
   std::vector<float> r(static_cast<size_t>(T));
+#pragma omp parallel for schedule(static) if (T * D > 65536)
   for (int64_t t = 0; t < T; ++t) r[t] = rms_inv(x + t * x_stride, D, eps);
-#pragma omp parallel for schedule(static) if (D > 256)
-  for (int64_t i = 0; i < D; ++i) {
-    double s = 0.0;
-    for (int64_t t = 0; t < T; ++t) s += double(dy[t * dy_stride + i]) * double(x[t * x_stride + i] * r[t]);
-    dw[i] += float(s);
+  // Blocks of 64 columns walked row by row (contiguous reads); each column still sums its rows in order.
+  constexpr int64_t kBlock = 64;
+  const int64_t n_blocks = (D + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (T * D > 65536)
+  for (int64_t blk = 0; blk < n_blocks; ++blk) {
+    const int64_t i0 = blk * kBlock, i1 = std::min(D, i0 + kBlock);
+    double s[kBlock] = {};
+    for (int64_t t = 0; t < T; ++t) {
+      const float* dyr = dy + t * dy_stride;
+      const float* xr = x + t * x_stride;
+      const float rt = r[t];
+      for (int64_t i = i0; i < i1; ++i) s[i - i0] += double(dyr[i]) * double(xr[i] * rt);
+    }
+    for (int64_t i = i0; i < i1; ++i) dw[i] += float(s[i - i0]);
   }
 }
 
@@ -61,7 +72,21 @@ void silu_mul_backward(int64_t T, int64_t I, const float* gate, const float* up,
     const float* go = dout + t * dout_ld;
     float* dg = dgate + t * d_ld;
     float* du = dup + t * d_ld;
-    for (int64_t i = 0; i < I; ++i) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= I; i += 16) {
+      const __m512 gv = _mm512_loadu_ps(g + i), uv = _mm512_loadu_ps(u + i), dov = _mm512_loadu_ps(go + i);
+      const __m512 sig = detail::sigmoid16(gv);
+      const __m512 silu = _mm512_mul_ps(gv, sig);
+      const __m512 dgv = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dov, uv), sig),
+                                       _mm512_fmadd_ps(gv, _mm512_sub_ps(one, sig), one));
+      const __m512 duv = _mm512_mul_ps(dov, silu);
+      _mm512_storeu_ps(dg + i, dgv);
+      _mm512_storeu_ps(du + i, duv);
+    }
+#endif
+    for (; i < I; ++i) {
       const float gv = g[i], uv = u[i], dov = go[i];
       const float sig = 1.0f / (1.0f + std::exp(-gv));
       const float silu = gv * sig;
@@ -84,12 +109,11 @@ void softmax_backward(int64_t S_q, int64_t S_kv, const float* p, int64_t p_ld, f
   }
 }
 
-// Row max and log-sum-exp in f64.
-static inline double row_lse(const float* r, int64_t V) {
+// Row max and log-sum-exp (exponentials in f32, summed in f64); `work` holds V floats.
+static inline double row_lse(const float* r, int64_t V, float* work) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t v = 0; v < V; ++v) mx = std::max(mx, r[v]);
-  double sum = 0.0;
-  for (int64_t v = 0; v < V; ++v) sum += std::exp(double(r[v]) - double(mx));
+  const double sum = detail::exp_shift(r, work, V, -mx);
   return double(mx) + std::log(sum);
 }
 
@@ -99,7 +123,9 @@ double cross_entropy_sum(int64_t T, int64_t V, const float* logits, int64_t ld, 
   for (int64_t t = 0; t < T; ++t) {
     if (target[t] < 0) continue;
     const float* r = logits + t * ld;
-    row[t] = row_lse(r, V) - double(r[target[t]]);
+    thread_local std::vector<float> work;
+    work.resize(size_t(V));
+    row[t] = row_lse(r, V, work.data()) - double(r[target[t]]);
   }
   double total = 0.0;
   for (double v : row) total += v;
@@ -116,8 +142,9 @@ void cross_entropy_backward(int64_t T, int64_t V, const float* logits, int64_t l
       continue;
     }
     const float* r = logits + t * ld;
-    const double lse = row_lse(r, V);
-    for (int64_t v = 0; v < V; ++v) g[v] = float(double(scale) * std::exp(double(r[v]) - lse));
+    const double lse = row_lse(r, V, g);
+    detail::exp_shift(r, g, V, float(-lse));
+    for (int64_t v = 0; v < V; ++v) g[v] *= scale;
     g[target[t]] -= scale;
   }
 }

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "kernels/cpu/vec_exp.h"
 
 namespace dsv3::ops {
 
@@ -44,6 +45,36 @@ void rope_interleaved_signed(int64_t T, int64_t n_vec, int64_t d, float* x, int6
   }
 }
 
+void rope_table(int64_t T, int64_t d, const int64_t* pos, const double* inv_freq, double cs_scale, float* cs,
+                float* sn) {
+  const int64_t half = d / 2;
+#pragma omp parallel for schedule(static) if (T > 64)
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < half; ++j) {
+      const double ang = double(pos[t]) * inv_freq[j];
+      cs[t * half + j] = float(std::cos(ang) * cs_scale);
+      sn[t * half + j] = float(std::sin(ang) * cs_scale);
+    }
+}
+
+void rope_interleaved_table(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
+                            const float* cs_all, const float* sn_all, float sin_sign) {
+  const int64_t half = d / 2;
+#pragma omp parallel for schedule(static) if (T * n_vec * d > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* cs = cs_all + t * half;
+    const float* sn0 = sn_all + t * half;
+    for (int64_t v = 0; v < n_vec; ++v) {
+      float* p = x + t * token_stride + v * vec_stride;
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = p[2 * j], b = p[2 * j + 1], sn = sin_sign * sn0[j];
+        p[2 * j] = a * cs[j] - b * sn;
+        p[2 * j + 1] = a * sn + b * cs[j];
+      }
+    }
+  }
+}
+
 void rope_interleaved(int64_t T, int64_t n_vec, int64_t d, float* x, int64_t token_stride, int64_t vec_stride,
                       const int64_t* pos, const double* inv_freq, double cs_scale) {
   rope_interleaved_signed(T, n_vec, d, x, token_stride, vec_stride, pos, inv_freq, cs_scale, 1.0f);
@@ -55,7 +86,14 @@ void silu_mul(int64_t T, int64_t I, const float* gate, const float* up, int64_t 
     const float* g = gate + t * ld;
     const float* u = up + t * ld;
     float* o = out + t * out_ld;
-    for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= I; i += 16) {
+      const __m512 gv = _mm512_loadu_ps(g + i);
+      _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_mul_ps(gv, detail::sigmoid16(gv)), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   }
 }
 

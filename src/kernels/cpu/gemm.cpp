@@ -1,15 +1,14 @@
 // GEMM entry points. F32: oneDNN's sgemm (measured ~1.2x OpenBLAS's OpenMP build on this machine's shapes,
-// bench/bench_gemm.cpp). BF16: operands rounded to BF16 and multiplied by a cached oneDNN
-// matmul primitive with F32 accumulation (M is padded up to a multiple of 32 so a handful of primitives
-// serve the varying row counts of routed experts). The choice of library per precision was measured in
-// bench/bench_gemm.cpp (BENCHMARKS.md).
+// bench/bench_gemm.cpp). BF16: operands converted to BF16 (RNE) and multiplied by a oneDNN matmul primitive with
+// F32 accumulation that reads the caller's strides and writes (or accumulates into) the caller's output directly.
 #include <dnnl.hpp>
-#include <map>
+#include <immintrin.h>
+
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
+#include "dsv3/error.h"
 #include "kernels/ops.h"
 
 namespace dsv3::ops {
@@ -23,77 +22,67 @@ void scale_only(int64_t M, int64_t N, float* D, int64_t ldd, float beta) {
     for (int64_t j = 0; j < N; ++j) D[i * ldd + j] = beta == 0.0f ? 0.0f : beta * D[i * ldd + j];
 }
 
-// One BF16 matmul shape: src [Mp, K] row-major, weights given as [N, K] row-major, dst [Mp, N] f32.
-struct Bf16Matmul {
-  dnnl::matmul prim;
-  dnnl::memory::desc a_md, b_md, c_md;
-};
-
-class Bf16Gemm {
+// oneDNN matmul primitives with every dimension and leading stride given at execution time (oneDNN's jit GEMM,
+// measured on par with the shape-specialised brgemm kernels for the training shapes and free of the per-shape
+// creation cost — the routed experts' row counts change every step). One per (transposes, accumulate).
+class Bf16Prims {
  public:
-  static Bf16Gemm& get() {
-    static Bf16Gemm g;
-    return g;
+  static Bf16Prims& get() {
+    static Bf16Prims p;
+    return p;
   }
-  // D = alpha * A·Bᵀ + beta * D, with A_bf16 [Mp, K] and B_bf16 [N, K] already packed; M ≤ Mp real rows.
-  void run(int64_t M, int64_t Mp, int64_t N, int64_t K, const uint16_t* A, const uint16_t* B, float* D, int64_t ldd,
-           float alpha, float beta, std::vector<float>& C) {
-    Bf16Matmul* mm;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto key = std::make_tuple(Mp, N, K);
-      auto it = cache_.find(key);
-      if (it == cache_.end()) {
-        using namespace dnnl;
-        Bf16Matmul m;
-        m.a_md = memory::desc({Mp, K}, memory::data_type::bf16, memory::dims{K, 1});
-        m.b_md = memory::desc({K, N}, memory::data_type::bf16, memory::dims{1, K});
-        m.c_md = memory::desc({Mp, N}, memory::data_type::f32, memory::dims{N, 1});
-        matmul::primitive_desc pd(matmul::desc(m.a_md, m.b_md, m.c_md), engine_);
-        m.prim = matmul(pd);
-        it = cache_.emplace(key, std::move(m)).first;
+  const dnnl::engine& engine() const { return engine_; }
+  const dnnl::matmul& find(bool ta, bool tb, bool acc) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dnnl::matmul& m = prims_[(ta ? 4 : 0) + (tb ? 2 : 0) + (acc ? 1 : 0)];
+    if (!m) {
+      using namespace dnnl;
+      const memory::dim R = DNNL_RUNTIME_DIM_VAL;
+      const auto bf16 = memory::data_type::bf16;
+      memory::desc a({R, R}, bf16, ta ? memory::dims{1, R} : memory::dims{R, 1});
+      memory::desc b({R, R}, bf16, tb ? memory::dims{1, R} : memory::dims{R, 1});
+      memory::desc c({R, R}, memory::data_type::f32, memory::dims{R, 1});
+      primitive_attr attr;
+      if (acc) {
+        post_ops po;
+        po.append_sum(1.0f);
+        attr.set_post_ops(po);
       }
-      mm = &it->second;
+      m = matmul(matmul::primitive_desc(matmul::desc(a, b, c), attr, engine_));
     }
-    C.resize(size_t(Mp * N));
-    dnnl::memory a(mm->a_md, engine_, const_cast<uint16_t*>(A)), b(mm->b_md, engine_, const_cast<uint16_t*>(B)),
-        c(mm->c_md, engine_, C.data());
-    dnnl::stream s(engine_);
-    mm->prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
-    s.wait();
-#pragma omp parallel for schedule(static) if (M * N > 65536)
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        const float v = alpha * C[size_t(i * N + j)];
-        D[i * ldd + j] = beta == 0.0f ? v : v + beta * D[i * ldd + j];
-      }
+    return m;
   }
 
  private:
-  Bf16Gemm() : engine_(dnnl::engine::kind::cpu, 0) {}
+  Bf16Prims() : engine_(dnnl::engine::kind::cpu, 0) {}
   dnnl::engine engine_;
   std::mutex mu_;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, Bf16Matmul> cache_;
+  dnnl::matmul prims_[8];
 };
 
-// Packs element (r, c) = src[r * rs + c * cs] of an R×C matrix into dst [R_pad, C] BF16, zero rows after R.
-void pack_bf16(int64_t R, int64_t Rp, int64_t C, const float* src, int64_t rs, int64_t cs, std::vector<uint16_t>& dst) {
-  dst.resize(size_t(Rp * C));
-#pragma omp parallel for schedule(static) if (R * C > 65536)
-  for (int64_t r = 0; r < Rp; ++r)
-    for (int64_t c = 0; c < C; ++c) dst[size_t(r * C + c)] = r < R ? f32_to_bf16(src[r * rs + c * cs]) : 0;
+// Converts an R×C matrix (row stride ld) into a contiguous BF16 buffer.
+void convert(int64_t R, int64_t C, const float* src, int64_t ld, std::vector<uint16_t>& dst) {
+  dst.resize(size_t(R * C));
+  to_bf16(R, C, src, ld, dst.data(), C);
 }
 
-// General BF16 path: op(A) is M×K with element (m, k) at A[m*ams + k*aks]; op(B)ᵀ is N×K with element (n, k)
-// at B[n*bns + k*bks].
-void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t ams, int64_t aks, const float* B, int64_t bns,
-               int64_t bks, float* D, int64_t ldd, float alpha, float beta) {
+// The F32-operand BF16 path behind gemm_nt/nn/tn: both stored operands converted, then gemm_bf16.
+void gemm_bf16_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, float* D, int64_t ldd, float alpha, float beta) {
   thread_local std::vector<uint16_t> a16, b16;
-  thread_local std::vector<float> c32;
-  const int64_t Mp = (M + 31) / 32 * 32;
-  pack_bf16(M, Mp, K, A, ams, aks, a16);
-  pack_bf16(N, N, K, B, bns, bks, b16);
-  Bf16Gemm::get().run(M, Mp, N, K, a16.data(), b16.data(), D, ldd, alpha, beta, c32);
+  thread_local std::vector<float> tmp;
+  convert(ta ? K : M, ta ? M : K, A, lda, a16);
+  convert(tb ? N : K, tb ? K : N, B, ldb, b16);
+  const int64_t a_ld = ta ? M : K, b_ld = tb ? K : N;
+  if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f))
+    return gemm_bf16(ta, tb, M, N, K, a16.data(), a_ld, b16.data(), b_ld, D, ldd, beta);
+  tmp.resize(size_t(M * N));
+  gemm_bf16(ta, tb, M, N, K, a16.data(), a_ld, b16.data(), b_ld, tmp.data(), N, 0.0f);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      const float v = alpha * tmp[size_t(i * N + j)];
+      D[i * ldd + j] = beta == 0.0f ? v : v + beta * D[i * ldd + j];
+    }
 }
 
 }  // namespace
@@ -102,11 +91,47 @@ GemmPrecision gemm_precision() { return t_precision; }
 GemmPrecisionScope::GemmPrecisionScope(GemmPrecision p) : saved_(t_precision) { t_precision = p; }
 GemmPrecisionScope::~GemmPrecisionScope() { t_precision = saved_; }
 
+void to_bf16(int64_t R, int64_t C, const float* src, int64_t ld, uint16_t* dst, int64_t dst_ld) {
+#pragma omp parallel for schedule(static) if (R * C > 65536)
+  for (int64_t r = 0; r < R; ++r) {
+    const float* s = src + r * ld;
+    uint16_t* d = dst + r * dst_ld;
+    int64_t c = 0;
+#if defined(__AVX512BF16__)
+    // vcvtneps2bf16 rounds to nearest-even like f32_to_bf16 (they differ only in NaN payloads).
+    for (; c + 16 <= C; c += 16) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + c), reinterpret_cast<const __m256i&>(v));
+    }
+#endif
+    for (; c < C; ++c) d[c] = f32_to_bf16(s[c]);
+  }
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+  DSV3_CHECK(beta == 0.0f || beta == 1.0f, "gemm_bf16: beta must be 0 or 1, got ", beta);
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  using namespace dnnl;
+  Bf16Prims& P = Bf16Prims::get();
+  const dnnl::matmul& prim = P.find(trans_a, trans_b, beta == 1.0f);
+  const auto bf16 = memory::data_type::bf16;
+  memory a(memory::desc({M, K}, bf16, trans_a ? memory::dims{1, lda} : memory::dims{lda, 1}), P.engine(),
+           const_cast<uint16_t*>(A));
+  memory b(memory::desc({K, N}, bf16, trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1}), P.engine(),
+           const_cast<uint16_t*>(B));
+  memory c(memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), P.engine(), C);
+  thread_local stream s(P.engine());
+  prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+  s.wait();
+}
+
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* D,
              int64_t ldd, float alpha, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, D, ldd, beta);
-  if (t_precision == GemmPrecision::kBF16) return gemm_bf16(M, N, K, A, lda, 1, B, ldb, 1, D, ldd, alpha, beta);
+  if (t_precision == GemmPrecision::kBF16) return gemm_bf16_f32(false, true, M, N, K, A, lda, B, ldb, D, ldd, alpha, beta);
   dnnl_sgemm('N', 'T', M, N, K, alpha, A, lda, B, ldb, beta, D, ldd);
 }
 
@@ -114,7 +139,8 @@ void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
              int64_t ldd, float alpha, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, D, ldd, beta);
-  if (t_precision == GemmPrecision::kBF16) return gemm_bf16(M, N, K, A, lda, 1, B, 1, ldb, D, ldd, alpha, beta);
+  if (t_precision == GemmPrecision::kBF16)
+    return gemm_bf16_f32(false, false, M, N, K, A, lda, B, ldb, D, ldd, alpha, beta);
   dnnl_sgemm('N', 'N', M, N, K, alpha, A, lda, B, ldb, beta, D, ldd);
 }
 
@@ -122,7 +148,8 @@ void gemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
              int64_t ldd, float alpha, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, D, ldd, beta);
-  if (t_precision == GemmPrecision::kBF16) return gemm_bf16(M, N, K, A, 1, lda, B, 1, ldb, D, ldd, alpha, beta);
+  if (t_precision == GemmPrecision::kBF16)
+    return gemm_bf16_f32(true, false, M, N, K, A, lda, B, ldb, D, ldd, alpha, beta);
   dnnl_sgemm('T', 'N', M, N, K, alpha, A, lda, B, ldb, beta, D, ldd);
 }
 
