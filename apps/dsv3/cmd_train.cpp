@@ -45,8 +45,10 @@ static void register_train(CLI::App& root) {
   cmd->add_option("--keep-last", o->keep_last, "checkpoints to keep");
   cmd->add_option("--init-seed", o->init_seed, "weight init seed");
   cmd->add_option("--moments", o->moments, "AdamW moment storage")->check(CLI::IsMember({"f32", "bf16"}));
-  cmd->add_option("--checkpoint-dtype", o->checkpoint_dtype, "checkpoint weight storage")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--checkpoint-dtype", o->checkpoint_dtype,
+                  "checkpoint weight storage (fp8: DeepSeek-V3's FP8 format, E4M3 + 128x128 weight_scale_inv; the F32 "
+                  "master weights go into the trainer state either way)")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}));
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (copied into checkpoints; text sample prompts)");
   cmd->add_option("--peak-gflops", o->peak_gflops,
                   "machine peak GFLOP/s for MFU (default: the measured GEMM peak for the precision)");

@@ -92,8 +92,8 @@ std::string checkpoints_dir(const std::string& run_dir) { return (fs::path(run_d
 
 std::string write_checkpoint(const std::string& run_dir, int64_t step, const ModelWeights& w, const AdamW& opt,
                              const json& trainer_state, const CheckpointWriteOptions& o) {
-  DSV3_CHECK(o.weights_dtype == DType::F32 || o.weights_dtype == DType::BF16,
-             "checkpoint weights must be F32 or BF16");
+  DSV3_CHECK(o.weights_dtype == DType::F32 || o.weights_dtype == DType::BF16 || o.weights_dtype == DType::F8_E4M3,
+             "checkpoint weights must be F32, BF16 or FP8 (E4M3)");
   const fs::path root = checkpoints_dir(run_dir);
   const std::string name = checkpoint_name(step);
   const fs::path final_dir = root / name;

@@ -121,8 +121,8 @@ void RunConfig::validate() const {
   DSV3_CHECK(grad_accum > 0, "run config: grad_accum must be positive, got ", grad_accum);
   DSV3_CHECK(steps >= 0, "run config: steps must be >= 0, got ", steps);
   DSV3_CHECK(moments == "f32" || moments == "bf16", "run config: adam.moments must be f32 or bf16, got ", moments);
-  DSV3_CHECK(checkpoint_dtype == "f32" || checkpoint_dtype == "bf16",
-             "run config: checkpoint_dtype must be f32 or bf16, got ", checkpoint_dtype);
+  DSV3_CHECK(checkpoint_dtype == "f32" || checkpoint_dtype == "bf16" || checkpoint_dtype == "fp8",
+             "run config: checkpoint_dtype must be f32, bf16 or fp8, got ", checkpoint_dtype);
   DSV3_CHECK(clip >= 0, "run config: clip must be >= 0");
   DSV3_CHECK(balance_alpha >= 0, "run config: balance_alpha must be >= 0");
   DSV3_CHECK(eval_every >= 0 && eval_batches > 0, "run config: eval_every >= 0 and eval_batches > 0 required");

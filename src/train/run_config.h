@@ -53,7 +53,7 @@ struct RunConfig {
   int64_t eval_batches = 4;
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
   int64_t keep_last = 3;         // checkpoints kept (older ones are deleted)
-  std::string checkpoint_dtype = "f32";  // f32 | bf16 (bf16: master weights also go into trainer_state)
+  std::string checkpoint_dtype = "f32";  // f32 | bf16 | fp8 (bf16/fp8: F32 master weights also go into trainer_state)
   int64_t log_every = 1;
   int64_t maxvio_window = 20;  // steps summed for the running-window MaxVio
   // Linear GEMMs (train/linear.h): "bf16" (BF16 operands, F32 accumulation, F32 master weights), "f32", or "fp8"

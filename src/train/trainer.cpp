@@ -316,7 +316,9 @@ double Trainer::evaluate() {
 
 std::string Trainer::save_checkpoint() {
   CheckpointWriteOptions o;
-  o.weights_dtype = cfg_.checkpoint_dtype == "bf16" ? DType::BF16 : DType::F32;
+  o.weights_dtype = cfg_.checkpoint_dtype == "bf16"  ? DType::BF16
+                    : cfg_.checkpoint_dtype == "fp8" ? DType::F8_E4M3
+                                                     : DType::F32;
   o.tokenizer = cfg_.tokenizer;
   o.keep_last = cfg_.keep_last;
   const std::string dir = write_checkpoint(cfg_.out, step_, weights_, *opt_, trainer_state(), o);

@@ -14,6 +14,7 @@
 #include "../trainer/trainer_test_util.h"
 #include "core/tensor.h"
 #include "io/npy.h"
+#include "io/safetensors.h"
 #include "train/checkpoint.h"
 
 using namespace dsv3;
@@ -50,6 +51,15 @@ void check_checkpoint_dtype(const std::string& dtype) {
       << slurp(log);
   const std::string ckpt = train::resolve_checkpoint(dir + "/run");
 
+  // Stored as asked: FP8 checkpoints hold E4M3 codes with a 128x128 weight_scale_inv for q_a_proj (and the rest of
+  // V3's FP8 set); the router bias stays F32 in every format.
+  const io::SafetensorsModel st = io::SafetensorsModel::open(ckpt);
+  const std::string q_a = "model.layers.0.self_attn.q_a_proj.weight";
+  const DType want = dtype == "fp8" ? DType::F8_E4M3 : dtype == "bf16" ? DType::BF16 : DType::F32;
+  EXPECT_EQ(st.info(q_a).dtype, want);
+  EXPECT_EQ(st.has(q_a + "_scale_inv"), dtype == "fp8");
+  EXPECT_EQ(st.info("model.layers.1.mlp.gate.e_score_correction_bias").dtype, DType::F32);
+
   // The router bias moved: the checkpoint is a trained one, not the initial weights.
   const ModelWeights w = ModelWeights::load(ckpt);
   bool bias_moved = false;
@@ -83,3 +93,4 @@ void check_checkpoint_dtype(const std::string& dtype) {
 
 TEST(CheckpointInterop, F32CheckpointSameLogitsInPyTorch) { check_checkpoint_dtype("f32"); }
 TEST(CheckpointInterop, Bf16CheckpointSameLogitsInPyTorch) { check_checkpoint_dtype("bf16"); }
+TEST(CheckpointInterop, Fp8CheckpointSameLogitsInPyTorch) { check_checkpoint_dtype("fp8"); }

@@ -141,6 +141,10 @@ TEST(Trainer, ResumeIsBitIdenticalBf16MomentsBf16CheckpointAccum) {
   SingleThread one_thread;
   resume_is_bit_identical("bf16", "bf16", 2);
 }
+TEST(Trainer, ResumeIsBitIdenticalFp8Checkpoint) {
+  SingleThread one_thread;
+  resume_is_bit_identical("f32", "fp8", 1);
+}
 
 TEST(Trainer, KeepLastAndLatestPointer) {
   SingleThread one_thread;
