@@ -299,6 +299,7 @@ void register_bench(CLI::App& root) {
     ModelSource src;
     int64_t tokens = 512, chunk = 256, reps = 3;
     bool baseline = false;
+    std::string attn = "bf16";
   };
   auto p = std::make_shared<PrefillOpts>();
   auto* pre = bench->add_subcommand("prefill", "Chunked prefill of one prompt vs the full-sequence forward");
@@ -307,6 +308,8 @@ void register_bench(CLI::App& root) {
   pre->add_option("--chunk", p->chunk, "prefill chunk (rows per step)")->capture_default_str();
   pre->add_option("--reps", p->reps, "repetitions (median)")->capture_default_str();
   pre->add_flag("--baseline", p->baseline, "also time the full-sequence F32 forward (loads F32 weights)");
+  pre->add_option("--attn", p->attn, "latent attention precision: bf16 (also reports the last logits' difference "
+                  "from f32 attention) or f32")->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
   pre->callback([p] {
     auto wp = p->src.load();
     const infer::InferWeights& w = *wp;
@@ -320,8 +323,13 @@ void register_bench(CLI::App& root) {
     for (int64_t i = 0; i < p->tokens; ++i)
       tokens[size_t(i)] = int32_t(rng_uniform(4, 0, uint64_t(i)) * float(c.vocab_size)) % int32_t(c.vocab_size);
 
-    infer::KvCache cache(infer::KvCacheConfig::for_model(c, p->tokens, 1, p->tokens, 16));
-    infer::Decoder decoder(w, std::min(p->chunk, p->tokens), p->tokens);
+    const bool bf16 = p->attn == "bf16";
+    infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, p->tokens, 1, p->tokens, 16);
+    kc.bf16_shadow = bf16;
+    infer::KvCache cache(kc);
+    infer::Decoder decoder(w, std::min(p->chunk, p->tokens), p->tokens,
+                           bf16 ? infer::AttnPrecision::kBF16 : infer::AttnPrecision::kF32);
+    std::printf("latent attention: %s\n", p->attn.c_str());
     std::vector<float> logits(static_cast<size_t>(c.vocab_size));
     std::vector<double> times;
     double flops = 0;
@@ -345,6 +353,27 @@ void register_bench(CLI::App& root) {
     std::printf("prefill %lld tokens (chunks of %lld): %.3f s, %.1f tok/s, %.2f GFLOP/s (%.1f%% of the F32 FMA "
                 "peak)\n", (long long)p->tokens, (long long)p->chunk, t, double(p->tokens) / t, flops / t / 1e9,
                 100.0 * flops / t / 1e9 / peak);
+    if (bf16) {  // the last token's logits against F32 attention on the same weights
+      infer::KvCache cache32(infer::KvCacheConfig::for_model(c, p->tokens, 1, p->tokens, 16));
+      infer::Decoder dec32(w, std::min(p->chunk, p->tokens), p->tokens);
+      std::vector<float> logits32(static_cast<size_t>(c.vocab_size));
+      const int32_t s = cache32.acquire();
+      DSV3_CHECK(cache32.reserve(s, p->tokens), "bench: cache too small");
+      for (int64_t at = 0; at < p->tokens; at += p->chunk) {
+        const int64_t n = std::min(p->chunk, p->tokens - at);
+        std::vector<infer::DecodeRow> rows;
+        for (int64_t i = 0; i < n; ++i) rows.push_back({s, at + i, tokens[size_t(at + i)], at + i + 1 == p->tokens});
+        dec32.forward(rows, cache32, logits32.data());
+      }
+      double max_diff = 0, max_ref = 0;
+      for (size_t i = 0; i < logits.size(); ++i) {
+        max_diff = std::max(max_diff, double(std::fabs(logits[i] - logits32[i])));
+        max_ref = std::max(max_ref, double(std::fabs(logits32[i])));
+      }
+      const auto arg = [](const std::vector<float>& v) { return std::max_element(v.begin(), v.end()) - v.begin(); };
+      std::printf("last-token logits, bf16 vs f32 attention: max |diff| %.3g (max |logit| %.3g), argmax %s\n",
+                  max_diff, max_ref, arg(logits) == arg(logits32) ? "equal" : "differs");
+    }
     if (p->baseline) {
       DSV3_CHECK(!p->src.model.empty() || !p->src.config.empty(), "bench: no model");
       std::unique_ptr<ModelWeights> f32;

@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 
 void register_generate(CLI::App& root) {
   struct Opts {
-    std::string model, prompt_ids, prompt, output = "auto", weights = "auto", lm_head = "auto";
+    std::string model, prompt_ids, prompt, output = "auto", weights = "auto", lm_head = "auto", attn = "f32";
     int64_t max_tokens = 64, ctx = 0;
     float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, presence = 0.0f, frequency = 0.0f, repetition = 1.0f;
     int32_t top_k = 0;
@@ -57,6 +57,9 @@ void register_generate(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--lm-head", o->lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
       ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
+      ->capture_default_str();
+  cmd->add_option("--attn", o->attn, "latent attention precision: f32, or bf16 (faster prefill, BF16 KV shadow rows)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--output", o->output, "what to stream")
       ->check(CLI::IsMember({"auto", "text", "ids"}))
@@ -109,6 +112,7 @@ void register_generate(CLI::App& root) {
     ec.kv_token_budget = ec.max_seq_len;
     ec.prefill_chunk = 256;
     ec.max_step_tokens = 256;
+    ec.bf16_attention = o->attn == "bf16";
     infer::Engine engine(w, ec);
 
     std::optional<tok::IncrementalDecoder> dec;

@@ -18,11 +18,11 @@ namespace {
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm: hard-coded 1e-6 (V3_SPEC.md §2.1)
 }
 
-Decoder::Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len)
-    : Decoder(InferWeights::from(w, DType::F32), max_rows, max_seq_len) {}
+Decoder::Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len, AttnPrecision attn)
+    : Decoder(InferWeights::from(w, DType::F32), max_rows, max_seq_len, attn) {}
 
-Decoder::Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len)
-    : w_(w), max_rows_(max_rows), max_seq_len_(max_seq_len) {
+Decoder::Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len, AttnPrecision attn)
+    : w_(w), max_rows_(max_rows), max_seq_len_(max_seq_len), attn_(attn) {
   const ModelConfig& c = w.cfg;
   DSV3_CHECK(max_rows > 0, "decoder: max_rows must be positive, got ", max_rows);
   DSV3_CHECK(max_seq_len > 0, "decoder: max_seq_len must be positive, got ", max_seq_len);
@@ -51,6 +51,11 @@ Decoder::Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len)
   x_exp_ = Tensor::empty({std::max<int64_t>(R * K, 1), D});
   gu_exp_ = Tensor::empty({std::max<int64_t>(R * K, 1), 2 * c.moe_intermediate_size});
   y_exp_ = Tensor::empty({std::max<int64_t>(R * K, 1), D});
+  if (attn == AttnPrecision::kBF16) {
+    DSV3_CHECK(latent_attention_bf16_available(), "decoder: BF16 attention needs a build with AVX512-BF16");
+    DSV3_CHECK(dc % 16 == 0, "decoder: BF16 attention needs kv_lora_rank to be a multiple of 16, got ", dc);
+    q_bf16_.assign(size_t(R * H * bf16_padded_k(dc + dr)), 0);
+  }
   scratch_per_thread_ = latent_attention_scratch_floats(H, max_seq_len);
   attn_scratch_ = Tensor::empty({int64_t(omp_get_max_threads()), scratch_per_thread_});
   inv_freq_ = c.rope_inv_freq();
@@ -86,6 +91,8 @@ void Decoder::forward(std::span<const DecodeRow> rows, KvCache& cache, float* lo
   DSV3_CHECK(kc.n_layers == c.num_hidden_layers && kc.kv_lora_rank == c.kv_lora_rank &&
                  kc.qk_rope_head_dim == c.qk_rope_head_dim,
              "decoder: the KV cache was built for another model shape");
+  DSV3_CHECK(attn_ != AttnPrecision::kBF16 || (cache.has_bf16_shadow() && kc.block_size % 2 == 0),
+             "decoder: BF16 attention needs a KV cache with BF16 shadow rows and an even block size");
   if (int64_t(next_pos_.size()) != kc.max_seqs) next_pos_.assign(size_t(kc.max_seqs), -1);
 
   // Check the rows against the cache: consecutive positions per sequence from its current length.
@@ -175,7 +182,12 @@ void Decoder::attention(const InferLayer& W, int64_t layer, int64_t R, KvCache& 
   for (int64_t r = 0; r < R; ++r) {
     std::memcpy(cache.row(seq_[size_t(r)], layer, pos_[size_t(r)]), kv_.f32() + r * (dc + dr),
                 size_t(dc + dr) * sizeof(float));
-    stats_.kv_bytes += double(pos_[size_t(r)] + 1) * double(dc + dr) * sizeof(float);
+    if (cache.has_bf16_shadow())
+      round_rows_bf16(1, dc + dr, kv_.f32() + r * (dc + dr), dc + dr,
+                      cache.row_bf16(seq_[size_t(r)], layer, pos_[size_t(r)]));
+    stats_.kv_bytes += attn_ == AttnPrecision::kBF16
+                           ? double(pos_[size_t(r)] + 1) * double(bf16_padded_k(dc + dr)) * 2.0
+                           : double(pos_[size_t(r)] + 1) * double(dc + dr) * sizeof(float);
     stats_.flops += 2.0 * double(H) * double(pos_[size_t(r)] + 1) * double(2 * dc + dr);
   }
 
@@ -199,7 +211,13 @@ void Decoder::attention(const InferLayer& W, int64_t layer, int64_t R, KvCache& 
   la.scale = float(c.softmax_scale());
   la.scratch = attn_scratch_.f32(), la.scratch_per_thread = scratch_per_thread_;
   la.scratch_threads = attn_scratch_.dim(0);
-  latent_attention(la);
+  if (attn_ == AttnPrecision::kBF16) {
+    round_rows_bf16(R * H, dc + dr, q_lat_.f32(), dc + dr, q_bf16_.data());
+    la.q_bf16 = q_bf16_.data();
+    latent_attention_bf16(la);
+  } else {
+    latent_attention(la);
+  }
 
   // o_h = ô_h · W^UV_hᵀ → [R, H d_v], then o_proj.
   problems_.clear();

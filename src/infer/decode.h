@@ -46,11 +46,17 @@ struct StepStats {
   double flops = 0;         // GEMM (2·M·N·K) + attention (2·(2 d_c + d_r) per head per cached row) FLOPs
 };
 
+// Precision of the latent attention (latent_attention.h): F32 operands, or BF16 operands with F32
+// accumulation (needs a KV cache with BF16 shadow rows, KvCacheConfig::bf16_shadow). Both are batch- and
+// chunking-invariant; BF16 is about twice as fast in prefill and differs from F32 by BF16 rounding.
+enum class AttnPrecision { kF32, kBF16 };
+
 class Decoder {
  public:
   // F32 weights (shared, not copied), or weights in their resident format (BF16 / FP8: infer_weights.h).
-  Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len);
-  Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len);
+  Decoder(const ModelWeights& w, int64_t max_rows, int64_t max_seq_len, AttnPrecision attn = AttnPrecision::kF32);
+  Decoder(const InferWeights& w, int64_t max_rows, int64_t max_seq_len, AttnPrecision attn = AttnPrecision::kF32);
+  AttnPrecision attn_precision() const { return attn_; }
   const InferWeights& weights() const { return w_; }
   const ModelConfig& config() const { return w_.cfg; }
   int64_t max_rows() const { return max_rows_; }
@@ -70,6 +76,7 @@ class Decoder {
 
   InferWeights w_;  // tensors share storage with the caller's
   int64_t max_rows_, max_seq_len_;
+  AttnPrecision attn_ = AttnPrecision::kF32;
   StepStats stats_;
 
   std::vector<double> inv_freq_;  // YaRN RoPE frequencies f'_j
@@ -82,6 +89,7 @@ class Decoder {
   Tensor z_;                     // [R, N_r] router logits
   Tensor x_exp_, gu_exp_, y_exp_;  // [R K, D], [R K, 2 I_moe], [R K, D] routed rows
   Tensor h_;                     // [R, D] final-normed rows that want logits
+  std::vector<uint16_t> q_bf16_;  // [R, H, padded d_c + d_r] queries rounded to BF16 (BF16 attention)
   Tensor attn_scratch_;          // per thread [head group, max_seq_len]
   int64_t scratch_per_thread_ = 0;
   std::vector<int64_t> pos_;     // [R]

@@ -58,6 +58,12 @@ EngineConfig resolved(const ModelConfig& mc, EngineConfig c) {
   if (c.kv_token_budget == 0) c.kv_token_budget = c.max_slots * c.max_seq_len;
   return c;
 }
+
+KvCacheConfig cache_config(const ModelConfig& mc, const EngineConfig& c) {
+  KvCacheConfig k = KvCacheConfig::for_model(mc, c.kv_token_budget, c.max_slots, c.max_seq_len, c.block_size);
+  k.bf16_shadow = c.bf16_attention;
+  return k;
+}
 }  // namespace
 
 Engine::Engine(const ModelWeights& w, const EngineConfig& cfg) : Engine(InferWeights::from(w, DType::F32), cfg) {}
@@ -65,8 +71,9 @@ Engine::Engine(const ModelWeights& w, const EngineConfig& cfg) : Engine(InferWei
 Engine::Engine(const InferWeights& w, const EngineConfig& cfg)
     : model_cfg_(w.cfg),
       cfg_(resolved(w.cfg, cfg)),
-      cache_(KvCacheConfig::for_model(w.cfg, cfg_.kv_token_budget, cfg_.max_slots, cfg_.max_seq_len, cfg_.block_size)),
-      decoder_(w, cfg_.max_step_tokens, cfg_.max_seq_len),
+      cache_(cache_config(w.cfg, cfg_)),
+      decoder_(w, cfg_.max_step_tokens, cfg_.max_seq_len,
+               cfg_.bf16_attention ? AttnPrecision::kBF16 : AttnPrecision::kF32),
       sampler_(w.cfg.vocab_size) {
   rows_.reserve(size_t(cfg_.max_step_tokens));
   logits_.resize(size_t(cfg_.max_step_tokens * w.cfg.vocab_size));

@@ -42,6 +42,7 @@ struct EngineConfig {
   int64_t prefill_chunk = 256;    // prompt tokens per request per step
   int64_t max_step_tokens = 512;  // rows per step (decode rows + prefill chunks)
   bool prefix_cache = true;       // reuse cached KV blocks of a shared prompt prefix
+  bool bf16_attention = false;    // BF16 latent attention (decode.h AttnPrecision; adds BF16 KV shadow rows)
   void validate() const;
 };
 

@@ -38,6 +38,10 @@ KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
   storage_ = Tensor::zeros({cfg_.n_layers, cfg_.n_blocks, cfg_.block_size, cfg_.row_elems()}, cfg_.dtype);
   base_ = storage_.f32();
+  if (cfg_.bf16_shadow) {
+    shadow_.assign(size_t(cfg_.n_layers * cfg_.n_blocks * cfg_.block_size * cfg_.shadow_elems()), 0);
+    shadow_base_ = shadow_.data();
+  }
   seqs_.resize(size_t(cfg_.max_seqs));
   for (Seq& s : seqs_) {
     s.table.reserve(size_t(cfg_.max_blocks_per_seq()));
@@ -123,6 +127,14 @@ float* KvCache::row(int32_t seq, int64_t layer, int64_t pos) {
 
 const float* KvCache::row(int32_t seq, int64_t layer, int64_t pos) const {
   return const_cast<KvCache*>(this)->row(seq, layer, pos);
+}
+
+uint16_t* KvCache::row_bf16(int32_t seq, int64_t layer, int64_t pos) {
+  const Seq& s = seq_ref(seq);
+  DSV3_ASSERT(shadow_base_ != nullptr && pos >= 0 && pos < int64_t(s.table.size()) * cfg_.block_size &&
+              layer >= 0 && layer < cfg_.n_layers);
+  return shadow_base_ + ((layer * cfg_.n_blocks + s.table[size_t(pos / cfg_.block_size)]) * cfg_.block_size +
+                         pos % cfg_.block_size) * cfg_.shadow_elems();
 }
 
 std::span<const int32_t> KvCache::block_table(int32_t seq) const {

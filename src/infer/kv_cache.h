@@ -38,10 +38,18 @@ struct KvCacheConfig {
   int64_t max_seqs = 1;          // sequence slots
   int64_t max_seq_len = 0;       // tokens per sequence at most (its block-table length × block_size ≥ this)
   DType dtype = DType::F32;      // element type of the rows (F32 now; BF16 later)
+  // Also keep every row rounded to BF16 (round to nearest even, written with the F32 row, zero-padded to a
+  // multiple of 32 elements) for the BF16 attention path (latent_attention.h). Costs 2 bytes per padded element.
+  bool bf16_shadow = false;
+
+  // Elements per BF16 shadow row: row_elems() rounded up to a multiple of 32 (one vdpbf16ps step).
+  int64_t shadow_elems() const { return (row_elems() + 31) / 32 * 32; }
 
   int64_t row_elems() const { return kv_lora_rank + qk_rope_head_dim; }
-  // (kv_lora_rank + qk_rope_head_dim) × n_layers × dtype size.
-  int64_t bytes_per_token() const { return row_elems() * n_layers * int64_t(dtype_size(dtype)); }
+  // (kv_lora_rank + qk_rope_head_dim) × n_layers × dtype size, plus the BF16 shadow rows when kept.
+  int64_t bytes_per_token() const {
+    return (row_elems() * int64_t(dtype_size(dtype)) + (bf16_shadow ? 2 * shadow_elems() : 0)) * n_layers;
+  }
   int64_t token_capacity() const { return n_blocks * block_size; }
   int64_t total_bytes() const { return token_capacity() * bytes_per_token(); }
   int64_t max_blocks_per_seq() const { return (max_seq_len + block_size - 1) / block_size; }
@@ -81,6 +89,12 @@ class KvCache {
     return base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.row_elems();
   }
   std::span<const int32_t> block_table(int32_t seq) const;
+  // BF16 shadow (config().bf16_shadow): the same layout with shadow_elems() per row.
+  bool has_bf16_shadow() const { return shadow_base_ != nullptr; }
+  uint16_t* row_bf16(int32_t seq, int64_t layer, int64_t pos);
+  const uint16_t* block_rows_bf16(int64_t layer, int32_t block) const {
+    return shadow_base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.shadow_elems();
+  }
 
   // ---- prefix reuse ----
   // For an empty sequence: attaches the longest run of published blocks that matches tokens[0 ..) and
@@ -122,6 +136,8 @@ class KvCache {
   KvCacheConfig cfg_;
   Tensor storage_;  // [n_layers, n_blocks, block_size, d_c + d_r]
   float* base_ = nullptr;
+  std::vector<uint16_t> shadow_;  // [n_layers, n_blocks, block_size, shadow_elems] when bf16_shadow
+  uint16_t* shadow_base_ = nullptr;
   std::vector<Seq> seqs_;
   std::vector<Block> blocks_;
   std::vector<int32_t> free_;         // stack of free block ids

@@ -91,32 +91,7 @@ void tile(const GemmNT& p, int64_t n0, int64_t n1) {
 // ---- Quantized weights: BF16 activations (rounded per row), vdpbf16ps, F32 accumulation ----
 
 constexpr int64_t kPairK = 32;  // bf16 elements per vdpbf16ps step
-
-// Rows of A rounded to bf16 (round to nearest even, NaN kept quiet), zero-padded to a multiple of kPairK.
-inline int64_t padded_k(int64_t K) { return (K + kPairK - 1) / kPairK * kPairK; }
-
-void round_rows_bf16(int64_t M, int64_t K, const float* A, int64_t lda, uint16_t* out) {
-  const int64_t Kp = padded_k(K);
-  for (int64_t i = 0; i < M; ++i) {
-    const float* a = A + i * lda;
-    uint16_t* o = out + i * Kp;
-    int64_t k = 0;
-#if defined(__AVX512BW__)
-    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-    for (; k + 16 <= K; k += 16) {
-      const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(a + k));
-      const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, u, 16), one);
-      __m512i r = _mm512_maskz_srli_epi32(0xFFFF, _mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
-      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
-      r = _mm512_mask_or_epi32(r, nan, _mm512_maskz_srli_epi32(0xFFFF, u, 16), _mm512_set1_epi32(0x40));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), _mm512_maskz_cvtepi32_epi16(0xFFFF, r));
-    }
-#endif
-    for (; k < K; ++k) o[k] = f32_to_bf16(a[k]);
-    for (; k < Kp; ++k) o[k] = 0;
-  }
-}
+inline int64_t padded_k(int64_t K) { return bf16_padded_k(K); }
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 
@@ -371,6 +346,29 @@ size_t prepare(const GemmNT& p, std::vector<uint16_t>& buf, size_t& used) {
 }
 
 }  // namespace
+
+void round_rows_bf16(int64_t M, int64_t K, const float* A, int64_t lda, uint16_t* out) {
+  const int64_t Kp = padded_k(K);
+  for (int64_t i = 0; i < M; ++i) {
+    const float* a = A + i * lda;
+    uint16_t* o = out + i * Kp;
+    int64_t k = 0;
+#if defined(__AVX512BW__)
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (; k + 16 <= K; k += 16) {
+      const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(a + k));
+      const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, u, 16), one);
+      __m512i r = _mm512_maskz_srli_epi32(0xFFFF, _mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+      r = _mm512_mask_or_epi32(r, nan, _mm512_maskz_srli_epi32(0xFFFF, u, 16), _mm512_set1_epi32(0x40));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), _mm512_maskz_cvtepi32_epi16(0xFFFF, r));
+    }
+#endif
+    for (; k < K; ++k) o[k] = f32_to_bf16(a[k]);
+    for (; k < Kp; ++k) o[k] = 0;
+  }
+}
 
 double gemm_weight_bytes(const GemmNT& p) {
   const double nk = double(p.N) * double(p.K);

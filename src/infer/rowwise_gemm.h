@@ -47,6 +47,12 @@ struct GemmNT {
 // FP8 block size the kernels assume (the V3 checkpoint's weight_block_size).
 inline constexpr int64_t kFp8Block = 128;
 
+// K rounded up to a multiple of 32 (one vdpbf16ps step).
+inline int64_t bf16_padded_k(int64_t K) { return (K + 31) / 32 * 32; }
+// Rows of A rounded to bf16 (round to nearest even, NaN kept quiet) into out [M, bf16_padded_k(K)], zero-padded.
+// Each row's rounding depends only on that row.
+void round_rows_bf16(int64_t M, int64_t K, const float* A, int64_t lda, uint16_t* out);
+
 // Weight bytes a problem streams (B, plus the FP8 scales).
 double gemm_weight_bytes(const GemmNT& p);
 

@@ -12,6 +12,7 @@
 
 #include "dsv3/error.h"
 #include "infer/decode.h"
+#include "infer/latent_attention.h"
 #include "infer_test_util.h"
 
 using namespace dsv3;
@@ -20,12 +21,15 @@ using namespace dsv3::infer;
 namespace {
 
 // Runs one sequence through the decoder in chunks of the given sizes (cycled), every row wanting logits.
-Tensor cached_logits(const InferWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks) {
+Tensor cached_logits(const InferWeights& w, const std::vector<int32_t>& tokens, std::vector<int64_t> chunks,
+                     AttnPrecision attn = AttnPrecision::kF32) {
   const ModelConfig& c = w.cfg;
   const int64_t S = int64_t(tokens.size());
   int64_t max_chunk = *std::max_element(chunks.begin(), chunks.end());
-  Decoder dec(w, max_chunk, S);
-  KvCache cache(KvCacheConfig::for_model(c, S + 16, 1, S, 16));
+  Decoder dec(w, max_chunk, S, attn);
+  KvCacheConfig kc = KvCacheConfig::for_model(c, S + 16, 1, S, 16);
+  kc.bf16_shadow = attn == AttnPrecision::kBF16;
+  KvCache cache(kc);
   const int32_t seq = cache.acquire();
   Tensor out = Tensor::empty({S, c.vocab_size});
   int64_t p = 0;
@@ -125,8 +129,12 @@ TEST(Decode, ChunkingDoesNotChangeTheCacheOrLogitsBitwise) {
 // Batch invariance: three sequences with different prompts and lengths; sequence logits when decoded alone
 // must equal, bit for bit, those from batched steps in two different row orders.
 TEST(Decode, BatchInvariantLogits) {
-  for (const auto& [cfg, dtype] : {std::pair<const char*, DType>{"tiny", DType::F32}, {"small", DType::F32},
-                                   {"small", DType::BF16}, {"small", DType::F8_E4M3}}) {
+  const bool bf16_ok = latent_attention_bf16_available();
+  for (const auto& [cfg, dtype, bf16_attn] :
+       {std::tuple<const char*, DType, bool>{"tiny", DType::F32, false}, {"small", DType::F32, false},
+        {"small", DType::BF16, false}, {"small", DType::F8_E4M3, false}, {"tiny", DType::F32, true},
+        {"small", DType::BF16, true}}) {
+    if (bf16_attn && !bf16_ok) continue;
     const InferWeights w = InferWeights::from(test::random_model(cfg), dtype);
     const ModelConfig& c = w.cfg;
     const int64_t V = c.vocab_size, n_steps = 12;
@@ -138,8 +146,10 @@ TEST(Decode, BatchInvariantLogits) {
     // logits[s][step] for each mode.
     auto run = [&](const std::vector<std::vector<size_t>>& groups, bool reverse_rows) {
       std::vector<std::vector<float>> out(toks.size());
-      Decoder dec(w, 64, 128);
-      KvCache cache(KvCacheConfig::for_model(c, 512, 3, 128, 8));
+      Decoder dec(w, 64, 128, bf16_attn ? AttnPrecision::kBF16 : AttnPrecision::kF32);
+      KvCacheConfig kc = KvCacheConfig::for_model(c, 512, 3, 128, 8);
+      kc.bf16_shadow = bf16_attn;
+      KvCache cache(kc);
       std::vector<int32_t> seq(toks.size());
       for (size_t s = 0; s < toks.size(); ++s) seq[s] = cache.acquire();
       for (const auto& group : groups) {
@@ -177,7 +187,8 @@ TEST(Decode, BatchInvariantLogits) {
     const auto pair = run({{1, 2}, {0}}, false);
     for (size_t s = 0; s < toks.size(); ++s) {
       ASSERT_EQ(alone[s].size(), size_t(n_steps * V));
-      const std::string what = std::string(cfg) + " " + std::string(dtype_name(dtype)) + " seq " + std::to_string(s);
+      const std::string what = std::string(cfg) + " " + std::string(dtype_name(dtype)) +
+                               (bf16_attn ? " bf16 attention" : "") + " seq " + std::to_string(s);
       EXPECT_EQ(0, std::memcmp(alone[s].data(), batched[s].data(), alone[s].size() * 4)) << what;
       EXPECT_EQ(0, std::memcmp(alone[s].data(), permuted[s].data(), alone[s].size() * 4)) << what;
       EXPECT_EQ(0, std::memcmp(alone[s].data(), pair[s].data(), alone[s].size() * 4)) << what;
@@ -228,6 +239,45 @@ INSTANTIATE_TEST_SUITE_P(Formats, DecodeQuantizedVsFull,
                                            std::tuple<std::string, DType, int64_t>{"tiny_noqlora", DType::BF16, 70},
                                            std::tuple<std::string, DType, int64_t>{"tiny", DType::F8_E4M3, 70},
                                            std::tuple<std::string, DType, int64_t>{"tiny_noqlora", DType::F8_E4M3, 70}));
+
+// BF16 latent attention (AttnPrecision::kBF16) against the full F32 forward: q, the cached rows and the
+// probabilities are rounded to BF16 (relative 2^-9 each), which moves the logits by ~2e-3 of max |logit| on
+// these models; the bound 1e-2 leaves room for that, for at least 90 % of the rows (as for BF16 weights above,
+// the rounding can flip a near-tie of a row's top-k expert choice, an O(1) change of that row, and in
+// tiny_noqlora it does for a few rows); any indexing error moves every row by O(1). Chunked and one-token-step
+// runs must agree bit for bit.
+class DecodeBf16Attention : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DecodeBf16Attention, VsFullAndChunkingBitwise) {
+  if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
+  const ModelWeights& w = test::random_model(GetParam());
+  const InferWeights x = InferWeights::from(w, DType::F32);
+  const int64_t S = 70;
+  const std::vector<int32_t> tokens = test::random_tokens(S, w.cfg.vocab_size, 14);
+  const Tensor ref = test::reference_logits(w, tokens);
+  std::vector<int64_t> sched = {5};
+  for (int i = 0; i < S; ++i) sched.push_back(1);
+  const Tensor steps = cached_logits(x, tokens, sched, AttnPrecision::kBF16);
+  expect_rows_close(steps, ref, GetParam() + " bf16 attention", 1e-2, 0.9);
+  const Tensor chunked = cached_logits(x, tokens, {S}, AttnPrecision::kBF16);
+  EXPECT_EQ(0, std::memcmp(steps.f32(), chunked.f32(), steps.nbytes())) << GetParam();
+  const Tensor ragged = cached_logits(x, tokens, {1, 31, 2, 40}, AttnPrecision::kBF16);
+  EXPECT_EQ(0, std::memcmp(steps.f32(), ragged.f32(), steps.nbytes())) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, DecodeBf16Attention, ::testing::Values("tiny", "tiny_noqlora"));
+
+TEST(Decode, Bf16AttentionNeedsTheShadowCache) {
+  if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
+  const ModelWeights& w = test::random_model("tiny");
+  Decoder dec(w, 4, 32, AttnPrecision::kBF16);
+  KvCache cache(KvCacheConfig::for_model(w.cfg, 64, 2, 32, 8));  // no BF16 shadow rows
+  const int32_t s = cache.acquire();
+  ASSERT_TRUE(cache.reserve(s, 8));
+  std::vector<float> lg(size_t(w.cfg.vocab_size));
+  std::vector<DecodeRow> rows = {{s, 0, 3, true}};
+  EXPECT_THROW(dec.forward(rows, cache, lg.data()), Error);
+}
 
 TEST(Decode, RejectsBadRows) {
   const ModelWeights& w = test::random_model("tiny");

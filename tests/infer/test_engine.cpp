@@ -12,6 +12,7 @@
 
 #include "dsv3/error.h"
 #include "infer/engine.h"
+#include "infer/latent_attention.h"
 #include "infer_test_util.h"
 
 using namespace dsv3;
@@ -89,7 +90,10 @@ TEST(Engine, GreedyMatchesFullForwardGreedy) {
   EXPECT_EQ(got.tokens, std::vector<int32_t>(seq.begin() + 12, seq.end()));
 }
 
-TEST(Engine, BatchingQueueingAndPreemptionDoNotChangeOutputs) {
+namespace {
+// Alone vs batched vs 2 slots vs preempted: identical tokens and logprob bits, with F32 or BF16 latent attention
+// (EngineConfig::bf16_attention).
+void check_batching_invariance(bool bf16_attention) {
   const ModelWeights& w = test::random_model("tiny_noqlora");
   const ModelConfig& c = w.cfg;
   std::vector<GenerationRequest> reqs;
@@ -101,6 +105,7 @@ TEST(Engine, BatchingQueueingAndPreemptionDoNotChangeOutputs) {
 
   EngineConfig base;
   base.max_seq_len = 128, base.max_step_tokens = 64, base.prefill_chunk = 24, base.block_size = 8;
+  base.bf16_attention = bf16_attention;
   std::vector<Result> alone;
   for (const auto& r : reqs) {
     EngineConfig one = base;
@@ -127,6 +132,15 @@ TEST(Engine, BatchingQueueingAndPreemptionDoNotChangeOutputs) {
     expect_same(alone[i], preempted[i], "preempted " + std::to_string(i));
   }
   EXPECT_EQ(st.generated_tokens, 14 + 15 + 16 + 17 + 18);
+}
+
+}  // namespace
+
+TEST(Engine, BatchingQueueingAndPreemptionDoNotChangeOutputs) { check_batching_invariance(false); }
+
+TEST(Engine, Bf16AttentionBatchingQueueingAndPreemptionDoNotChangeOutputs) {
+  if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
+  check_batching_invariance(true);
 }
 
 TEST(Engine, PrefixCacheReusesBlocksWithIdenticalOutputs) {

@@ -36,6 +36,31 @@ TEST(KvCache, BytesPerTokenIsLatentPlusRopeKeyPerLayer) {
   EXPECT_THROW(bad.validate(), Error);
 }
 
+// BF16 shadow rows: padded to a multiple of 32 elements, counted in bytes_per_token, laid out like the F32 rows
+// (row_bf16 of (seq, layer, pos) lies in the sequence's block at the same slot as row()).
+TEST(KvCache, Bf16ShadowRows) {
+  ModelConfig c = ModelConfig::load(std::string(DSV3_SOURCE_DIR) + "/configs/671b.json");
+  KvCacheConfig k = KvCacheConfig::for_model(c, 4096, 4, 4096);
+  k.bf16_shadow = true;
+  EXPECT_EQ(k.shadow_elems(), 576);
+  EXPECT_EQ(k.bytes_per_token(), (576 * 4 + 576 * 2) * 61);
+  KvCacheConfig s;
+  s.n_layers = 2, s.kv_lora_rank = 40, s.qk_rope_head_dim = 8, s.block_size = 4, s.n_blocks = 6, s.max_seqs = 2;
+  s.max_seq_len = 12, s.bf16_shadow = true;
+  EXPECT_EQ(s.shadow_elems(), 64);
+  KvCache kv(s);
+  EXPECT_TRUE(kv.has_bf16_shadow());
+  const int32_t a = kv.acquire(), b = kv.acquire();
+  ASSERT_TRUE(kv.reserve(a, 6) && kv.reserve(b, 9));
+  for (int64_t p = 0; p < 9; ++p) {
+    const int32_t blk = kv.block_table(b)[size_t(p / 4)];
+    EXPECT_EQ(kv.row_bf16(b, 1, p), kv.block_rows_bf16(1, blk) + (p % 4) * 64);
+  }
+  EXPECT_NE(kv.row_bf16(a, 0, 0), kv.row_bf16(b, 0, 0));
+  s.bf16_shadow = false;
+  EXPECT_FALSE(KvCache(s).has_bf16_shadow());
+}
+
 TEST(KvCache, ReserveReleaseAndRows) {
   KvCache kv(small_cfg(5));
   const int32_t a = kv.acquire(), b = kv.acquire();
