@@ -326,8 +326,11 @@ TEST(DataPrepare, DeepSeekV3TokenizerFimIds) {
   EXPECT_EQ(count(with_bos, 0), 20);
   EXPECT_EQ(with_bos[0], 0);
   EXPECT_EQ(with_bos[1], 128801);
-  for (size_t i = 0; i + 1 < with_bos.size(); ++i)
-    if (with_bos[i] == 1) EXPECT_EQ(with_bos[i + 1], 0) << "document after position " << i;
+  for (size_t i = 0; i + 1 < with_bos.size(); ++i) {
+    if (with_bos[i] == 1) {
+      EXPECT_EQ(with_bos[i + 1], 0) << "document after position " << i;
+    }
+  }
   EXPECT_EQ(read_index(o.out_dir)["documents"]["bos_before_each"], true);
   // The tiny tokenizer's data is refused against V3's tokenizer and vice versa.
   EXPECT_THROW(check_tokenizer(o.out_dir, tiny_tokenizer_dir()), dsv3::Error);

@@ -142,8 +142,11 @@ TEST(Sampler, TopPOnALargeVocabulary) {
   const int32_t last_kept = tail[size_t(needed - 1)];
   const std::set<int32_t> got = drawn(s, z, p, 800);  // ~39 distinct tail tokens expected
   EXPECT_GT(got.size(), 20u);
-  for (int32_t t : got)
-    if (t != 17 && t != 4242 && t != 19999) EXPECT_LE(t, last_kept + 1);
+  for (int32_t t : got) {
+    if (t != 17 && t != 4242 && t != 19999) {
+      EXPECT_LE(t, last_kept + 1);
+    }
+  }
 }
 
 TEST(Sampler, MinP) {
