@@ -60,6 +60,36 @@ QMatrix wrap(Tensor t, DType dtype) {
   return m;
 }
 
+// Per-head W^UK_hᵀ ([H·d_c, d_n], row h·d_c + j, column n = kv_b[h·(d_n + d_v) + n, j]) from an FP8 kv_b as FP8
+// codes with their own 128×128 scale grid, multiplied as F32 — defined only when each block of the result
+// takes its codes from a single kv_b block (one scale); else undefined (the caller makes an F32 copy).
+QMatrix fp8_w_uk_t(const QMatrix& kvb, int64_t H, int64_t dn, int64_t dv, int64_t dc) {
+  const int64_t N = H * dc, nbr = (N + kFp8Block - 1) / kFp8Block, nbc = (dn + kFp8Block - 1) / kFp8Block;
+  const int64_t ld = kvb.scale.dim(1);
+  const float* src_scale = kvb.scale.f32();
+  Tensor scale = Tensor::empty({nbr, nbc});
+  std::vector<int64_t> block_src(size_t(nbr * nbc), -1);  // index of the kv_b scale each block uses
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t n = 0; n < dn; ++n) {
+      const int64_t h = r / dc, j = r % dc;
+      const int64_t from = ((h * (dn + dv) + n) / kFp8Block) * ld + j / kFp8Block;
+      int64_t& b = block_src[size_t((r / kFp8Block) * nbc + n / kFp8Block)];
+      if (b >= 0 && b != from) return {};
+      b = from;
+    }
+  for (size_t i = 0; i < block_src.size(); ++i) scale.f32()[i] = src_scale[block_src[i]];
+  Tensor codes = Tensor::empty({N, dn}, DType::F8_E4M3);
+  const uint8_t* src = kvb.data.ptr<uint8_t>();
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t n = 0; n < dn; ++n)
+      for (int64_t j = 0; j < dc; ++j)
+        codes.ptr<uint8_t>()[(h * dc + j) * dn + n] = src[(h * (dn + dv) + n) * dc + j];
+  QMatrix m = wrap(std::move(codes), DType::F8_E4M3);
+  m.scale = std::move(scale);
+  m.fp8_as_f32 = true;
+  return m;
+}
+
 InferWeights bind(const ModelConfig& c, DType dtype, Store& st) {
   InferWeights w;
   w.cfg = c;
@@ -96,13 +126,15 @@ InferWeights bind(const ModelConfig& c, DType dtype, Store& st) {
     L.kv_a_norm = vec(p + "self_attn.kv_a_layernorm.weight");
     L.kv_b = mat(p + "self_attn.kv_b_proj.weight");
     L.o = mat(p + "self_attn.o_proj.weight");
-    // Absorbed MLA matrices: BF16 when kv_b is BF16, else F32.
-    const DType abs_dtype = L.kv_b.dtype == DType::BF16 ? DType::BF16 : DType::F32;
-    const Tensor kvb = L.kv_b.dtype == DType::F8_E4M3 ? L.kv_b.to_f32() : Tensor{};
-    L.kv_b_abs = L.kv_b.dtype == DType::F8_E4M3 ? wrap(kvb, DType::F32) : L.kv_b;
-    {
+    // Absorbed MLA matrices: kv_b's format; FP8 multiplied as F32 (infer_weights.h).
+    L.kv_b_abs = L.kv_b;
+    L.kv_b_abs.fp8_as_f32 = L.kv_b.dtype == DType::F8_E4M3;
+    if (L.kv_b.dtype == DType::F8_E4M3) L.w_uk_t = fp8_w_uk_t(L.kv_b, H, dn, dv, dc);
+    if (!L.w_uk_t.defined()) {
+      const DType abs_dtype = L.kv_b.dtype == DType::BF16 ? DType::BF16 : DType::F32;
+      const Tensor kvb = L.kv_b.dtype == DType::F8_E4M3 ? L.kv_b.to_f32() : Tensor{};
+      const QMatrix src = L.kv_b.dtype == DType::F8_E4M3 ? wrap(kvb, DType::F32) : L.kv_b;
       Tensor t = Tensor::empty({H * dc, dn}, abs_dtype);
-      const QMatrix& src = L.kv_b_abs;
       for (int64_t h = 0; h < H; ++h)
         for (int64_t n = 0; n < dn; ++n)
           for (int64_t j = 0; j < dc; ++j) {
@@ -147,10 +179,13 @@ GemmNT QMatrix::gemm(int64_t M, const float* A, int64_t lda, float* C, int64_t l
     case DType::F32: g.B = data.f32() + row0 * K; break;
     case DType::BF16: g.Bq = data.ptr<uint16_t>() + row0 * K; break;
     case DType::F8_E4M3:
-      DSV3_CHECK(row0 % kFp8Block == 0, "QMatrix::gemm: FP8 row slices must start on a 128-row block");
+      DSV3_CHECK(fp8_as_f32 || row0 % kFp8Block == 0,
+                 "QMatrix::gemm: FP8 row slices must start on a 128-row block");
       g.Bq = data.ptr<uint8_t>() + row0 * K;
       g.b_scale = scale.f32() + (row0 / kFp8Block) * scale.dim(1);
       g.ld_scale = scale.dim(1);
+      g.fp8_as_f32 = fp8_as_f32;
+      g.b_scale_row0 = row0 % kFp8Block;
       break;
     default: DSV3_FAIL("QMatrix::gemm: unsupported dtype ", dtype_name(dtype));
   }

@@ -5,8 +5,11 @@
 // lm_head keep BF16 when the checkpoint has them in BF16 (FP8 checkpoints store them in BF16 too).
 //
 // Two derived per-layer matrices serve the absorbed MLA (decode.h): W^UK transposed per head, and kv_b as read
-// by the o_h = ô_h W^UV_hᵀ products. They are BF16 when kv_b is BF16, else F32 (an FP8 kv_b is dequantized
-// exactly for them: per-head row slices do not align with 128-row scale blocks; it is 0.2 % of a layer).
+// by the o_h = ô_h W^UV_hᵀ products. They are BF16 when kv_b is BF16, F32 when it is F32; an FP8 kv_b keeps its
+// codes for them and they are multiplied as the F32 values the codes stand for (QMatrix::fp8_as_f32: per-head
+// row slices do not align with 128-row scale blocks, so the BF16 kernel's block promotion does not apply) —
+// bitwise what a dequantized F32 copy gives, at a quarter of the bytes. W^UK transposed gets its own scale grid
+// when every 128×128 block of it comes from one block of kv_b (else an F32 copy).
 //
 // Sources: a checkpoint directory (load: keeps the stored format, or converts to `want`), or F32 ModelWeights
 // (from: F32 shares their storage; BF16 / FP8 give exactly what loading ModelWeights::save(dir, BF16 / F8_E4M3)
@@ -29,6 +32,9 @@ struct QMatrix {
   int64_t N = 0, K = 0;
   Tensor data;   // [N, K] of dtype
   Tensor scale;  // F8_E4M3: weight_scale_inv [ceil(N/128), ceil(K/128)], F32
+  // F8_E4M3: multiplied as the F32 values it stands for (GemmNT::fp8_as_f32: the F32 kernel's results, 1 byte
+  // per weight read); row slices may then start anywhere.
+  bool fp8_as_f32 = false;
 
   bool defined() const { return N > 0; }
   double bytes() const { return double(data.nbytes()) + (scale.defined() ? double(scale.nbytes()) : 0.0); }
@@ -48,8 +54,8 @@ struct InferLayer {
   bool moe = false;
   Tensor attn_norm, ffn_norm, q_a_norm, kv_a_norm;  // F32
   QMatrix q_a, q_b, q, kv_a, kv_b, o;
-  QMatrix w_uk_t;  // [H·d_c, d_n]: per head W^UK_hᵀ (BF16 or F32)
-  QMatrix kv_b_abs;  // kv_b for the W^UV_h slices (BF16 or F32; the same storage as kv_b unless kv_b is FP8)
+  QMatrix w_uk_t;  // [H·d_c, d_n]: per head W^UK_hᵀ (BF16, F32, or FP8 as F32)
+  QMatrix kv_b_abs;  // kv_b for the W^UV_h slices (the same storage as kv_b; FP8: as F32)
   InferMlp mlp;      // dense layers
   QMatrix router;    // F32 [N_r, D]
   Tensor router_bias;

@@ -18,10 +18,36 @@ namespace {
 using simd::kLanes;
 using simd::Vec;
 
-// C[r, c] (r < R, c < C) = dot(A row r, B row c) over K.
-template <int R, int C>
-void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* Cm, int64_t ldc,
-           bool accumulate) {
+// F32 weight rows for micro: B[c, k…] as stored.
+struct F32Rows {
+  const float* B;
+  int64_t ldb;
+  simd::Vec load(int c, int64_t k) const { return simd::load(B + c * ldb + k); }
+  simd::Vec load_partial(int c, int64_t k, int n) const { return simd::load_partial(B + c * ldb + k, n); }
+  void prefetch(int c, int64_t k) const { __builtin_prefetch(B + c * ldb + k, 0, 3); }
+};
+
+// FP8 weight rows for micro (GemmNT::fp8_as_f32): each kLanes-wide load gives the F32 values the codes stand
+// for — code value × its block's scale_inv, one F32 product (kLanes divides 128, so one scale per load).
+struct F8Rows {
+  const uint8_t* B;
+  int64_t ldb;
+  const float* scale;
+  int64_t ld_scale, row;  // row: B's row 0 inside the scale grid's first block row
+  F8Rows(const uint8_t* b, int64_t ld, const float* s, int64_t lds, int64_t r)
+      : B(b), ldb(ld), scale(s), ld_scale(lds), row(r) {}
+  float scale_of(int c, int64_t k) const { return scale[((row + c) / kFp8Block) * ld_scale + k / kFp8Block]; }
+  simd::Vec load(int c, int64_t k) const;
+  simd::Vec load_partial(int c, int64_t k, int n) const;
+  void prefetch(int c, int64_t k) const {
+    if (k % 64 == 0) __builtin_prefetch(B + c * ldb + k, 0, 3);
+  }
+};
+
+// C[r, c] (r < R, c < C) = dot(A row r, B row c) over K; B rows from `Rows` (F32Rows, or FP8 codes dequantized
+// to the same F32 values in registers).
+template <int R, int C, class Rows>
+void micro(int64_t K, const float* A, int64_t lda, const Rows B, float* Cm, int64_t ldc, bool accumulate) {
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = simd::zero();
@@ -30,10 +56,10 @@ void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, 
     Vec a[R];
     for (int r = 0; r < R; ++r) a[r] = simd::load(A + r * lda + k);
     for (int c = 0; c < C; ++c) {
-      const Vec b = simd::load(B + c * ldb + k);
+      const Vec b = B.load(c, k);
       for (int r = 0; r < R; ++r) acc[r][c] = simd::fma(a[r], b, acc[r][c]);
       // Few rows (decode): memory-bound on B, so fetch the rows of the next column group ahead.
-      if constexpr (R <= 2) __builtin_prefetch(B + (c + C) * ldb + k, 0, 3);
+      if constexpr (R <= 2) B.prefetch(c + C, k);
     }
   }
   if (k < K) {
@@ -41,7 +67,7 @@ void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, 
     Vec a[R];
     for (int r = 0; r < R; ++r) a[r] = simd::load_partial(A + r * lda + k, n);
     for (int c = 0; c < C; ++c) {
-      const Vec b = simd::load_partial(B + c * ldb + k, n);
+      const Vec b = B.load_partial(c, k, n);
       for (int r = 0; r < R; ++r) acc[r][c] = simd::fma(a[r], b, acc[r][c]);
     }
   }
@@ -71,8 +97,19 @@ void row_block(const GemmNT& p, int64_t m0, int64_t n0, int64_t n1) {
   const float* A = p.A + m0 * p.lda;
   float* Cm = p.C + m0 * p.ldc;
   int64_t n = n0;
-  for (; n + C <= n1; n += C) micro<R, C>(p.K, A, p.lda, p.B + n * p.ldb, p.ldb, Cm + n, p.ldc, p.accumulate);
-  for (; n < n1; ++n) micro<R, 1>(p.K, A, p.lda, p.B + n * p.ldb, p.ldb, Cm + n, p.ldc, p.accumulate);
+  if (p.fp8_as_f32) {
+    const auto* B = static_cast<const uint8_t*>(p.Bq);
+    for (; n + C <= n1; n += C)
+      micro<R, C>(p.K, A, p.lda, F8Rows(B + n * p.ldb, p.ldb, p.b_scale, p.ld_scale, p.b_scale_row0 + n), Cm + n,
+                  p.ldc, p.accumulate);
+    for (; n < n1; ++n)
+      micro<R, 1>(p.K, A, p.lda, F8Rows(B + n * p.ldb, p.ldb, p.b_scale, p.ld_scale, p.b_scale_row0 + n), Cm + n,
+                  p.ldc, p.accumulate);
+    return;
+  }
+  for (; n + C <= n1; n += C)
+    micro<R, C>(p.K, A, p.lda, F32Rows{p.B + n * p.ldb, p.ldb}, Cm + n, p.ldc, p.accumulate);
+  for (; n < n1; ++n) micro<R, 1>(p.K, A, p.lda, F32Rows{p.B + n * p.ldb, p.ldb}, Cm + n, p.ldc, p.accumulate);
 }
 
 // Rows [0, M) × columns [n0, n1) of one problem.
@@ -177,6 +214,75 @@ inline __m512i fp8_to_bf16(__m256i codes, const __m512i (&t)[4]) {
   return _mm512_ternarylogic_epi32(_mm512_set1_epi16(int16_t(0x8000)), mag, idx, 0xAC);
 }
 
+#if defined(__AVX512VBMI__)
+// 64 codes at a time with byte permutes (VBMI): the low and the high byte of each magnitude's bf16 pattern
+// from two 128-entry byte tables (vpermi2b reads index bits 0–6, so the sign bit is ignored), the sign ORed
+// into the high byte, then two byte interleaves put codes 0–31 and 32–63 into bf16 lanes in order. Five
+// permute-class ops per 64 weights against twelve for two fp8_to_bf16 calls; the same bit patterns.
+struct Fp8ByteTable {
+  __m512i lo[2], hi[2], inter[2];
+};
+const Fp8ByteTable& fp8_byte_table() {
+  static const Fp8ByteTable tab = [] {
+    alignas(64) uint8_t lo[128], hi[128], inter[128];
+    for (int c = 0; c < 128; ++c) {
+      const uint16_t v = (c & 0x7f) == 0x7f ? uint16_t(0x7fc0) : f32_to_bf16(e4m3_to_f32(uint8_t(c)));
+      lo[c] = uint8_t(v & 0xff), hi[c] = uint8_t(v >> 8);
+    }
+    // inter[h]: output byte 2j ← lo byte of code 32h + j (index 32h + j), 2j + 1 ← its hi byte (64 + 32h + j).
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 32; ++j) {
+        inter[64 * h + 2 * j] = uint8_t(32 * h + j);
+        inter[64 * h + 2 * j + 1] = uint8_t(64 + 32 * h + j);
+      }
+    Fp8ByteTable t;
+    for (int i = 0; i < 2; ++i) {
+      t.lo[i] = _mm512_load_si512(lo + 64 * i);
+      t.hi[i] = _mm512_load_si512(hi + 64 * i);
+      t.inter[i] = _mm512_load_si512(inter + 64 * i);
+    }
+    return t;
+  }();
+  return tab;
+}
+
+// 64 e4m3 codes → bf16 of codes 0–31 (b0) and 32–63 (b1).
+inline void fp8x64_to_bf16(__m512i codes, const Fp8ByteTable& t, __m512i& b0, __m512i& b1) {
+  const __m512i lo = _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]);
+  __m512i hi = _mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]);
+  hi = _mm512_ternarylogic_epi32(hi, codes, _mm512_set1_epi8(char(0x80)), 0xF8);  // hi | (codes & 0x80)
+  b0 = _mm512_permutex2var_epi8(lo, t.inter[0], hi);
+  b1 = _mm512_permutex2var_epi8(lo, t.inter[1], hi);
+}
+#endif
+
+// 16 codes → their e4m3 values as F32 exactly (e4m3_to_f32's: the NaN codes give its positive quiet NaN). The
+// codes sign-extended to 32 bits and shifted left by 20 put the sign on bit 31, e4m3's exponent on F32's low 4
+// exponent bits and its 3 mantissa bits on F32's top ones (bits 27–30, copies of the sign, masked off): the
+// value times 2^-120 — for exponent 0 an F32 subnormal, exact too — so one multiply by 2^120 (exact) gives it.
+// No table and no call in the loop (full-mask forms: the plain widen / shift build on undefined vectors, which
+// GCC 12 flags once inlined).
+inline __m512 fp8x16_to_f32(__m128i codes) {
+  const __m512i wide = _mm512_maskz_cvtepi8_epi32(0xFFFF, codes);
+  const __m512i bits =
+      _mm512_and_si512(_mm512_maskz_slli_epi32(0xFFFF, wide, 20), _mm512_set1_epi32(int32_t(0x87F00000u)));
+  const __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FF00000)),
+                                                _mm512_set1_epi32(0x07F00000));
+  const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(0x1p120f));
+  return _mm512_mask_mov_ps(v, nan, _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC00000)));
+}
+// Then one F32 product with the block's scale_inv (the value being exact, fp8_block_dequantize's product).
+inline simd::Vec F8Rows::load(int c, int64_t k) const {
+  const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(B + c * ldb + k));
+  return {_mm512_mul_ps(fp8x16_to_f32(codes), _mm512_set1_ps(scale_of(c, k)))};
+}
+inline simd::Vec F8Rows::load_partial(int c, int64_t k, int n) const {
+  const __mmask16 m = __mmask16((1u << n) - 1u);
+  const __m128i codes = _mm_maskz_loadu_epi8(m, B + c * ldb + k);
+  // zeros past K, as the F32 kernel's masked load gives
+  return {_mm512_maskz_mul_ps(m, fp8x16_to_f32(codes), _mm512_set1_ps(scale_of(c, k)))};
+}
+
 // FP8 weights with 128×128 block scales: per K block a block accumulator, promoted by scale_inv (FMA).
 // `scale` points at the scale row of column 0's block row; column c uses scale + (c_abs/128 − n0/128)·ld.
 template <int R, int C>
@@ -184,6 +290,9 @@ void micro_f8(int64_t K, const uint16_t* A, int64_t lda, const uint8_t* B, int64
               const float* scale, int64_t ld_scale, float* Cm, int64_t ldc, bool accumulate) {
   const Fp8Table& tab = fp8_table();
   const __m512i t[4] = {tab.t[0], tab.t[1], tab.t[2], tab.t[3]};
+#if defined(__AVX512VBMI__)
+  const Fp8ByteTable bt = fp8_byte_table();
+#endif
   const float* srow[C];
   for (int c = 0; c < C; ++c) srow[c] = scale + ((n0 + c) / kFp8Block) * ld_scale;
   __m512 total[R][C];
@@ -194,7 +303,29 @@ void micro_f8(int64_t K, const uint16_t* A, int64_t lda, const uint8_t* B, int64
     __m512 blk[R][C];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) blk[r][c] = _mm512_setzero_ps();
-    for (int64_t k = k0; k < k1; k += kPairK) {
+    int64_t k = k0;
+#if defined(__AVX512VBMI__)
+    // 1–2 rows (decode): 64 codes per step through the byte tables. More rows would spill (two A registers per
+    // row next to the six tables); they and K tails take the 32-wide steps below. Per accumulator the products
+    // and their order are those of two 32-wide steps.
+    if constexpr (R <= 2) {
+      for (; k + 2 * kPairK <= k1; k += 2 * kPairK) {
+        __m512i a0[R], a1[R];
+        for (int r = 0; r < R; ++r) {
+          a0[r] = _mm512_loadu_si512(A + r * lda + k);
+          a1[r] = _mm512_loadu_si512(A + r * lda + k + kPairK);
+        }
+        for (int c = 0; c < C; ++c) {
+          __m512i b0, b1;
+          fp8x64_to_bf16(_mm512_loadu_si512(B + c * ldb + k), bt, b0, b1);
+          for (int r = 0; r < R; ++r) blk[r][c] = dp(blk[r][c], a0[r], b0);
+          for (int r = 0; r < R; ++r) blk[r][c] = dp(blk[r][c], a1[r], b1);
+          __builtin_prefetch(B + (c + 4 * C) * ldb + k, 0, 2);  // one line per column and step
+        }
+      }
+    }
+#endif
+    for (; k < k1; k += kPairK) {
       __m512i a[R];
       for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_si512(A + r * lda + k);  // zero-padded past K
       if (k + kPairK <= k1) {
@@ -220,7 +351,16 @@ void micro_f8(int64_t K, const uint16_t* A, int64_t lda, const uint8_t* B, int64
   finish<R, C>(total, Cm, ldc, accumulate);
 }
 
-#else  // no AVX512-BF16: a scalar emulation of the same lane layout (a[2l+1]·b first, then a[2l]·b, each rounded)
+#else  // no AVX512-BF16: F8Rows loads through scalars; a scalar emulation of the same lane layout (a[2l+1]·b
+       // first, then a[2l]·b, each rounded)
+
+inline simd::Vec F8Rows::load_partial(int c, int64_t k, int n) const {
+  alignas(64) float v[simd::kLanes] = {};
+  const float s = scale_of(c, k);
+  for (int i = 0; i < n; ++i) v[i] = e4m3_to_f32(B[c * ldb + k + i]) * s;
+  return simd::load(v);
+}
+inline simd::Vec F8Rows::load(int c, int64_t k) const { return load_partial(c, k, simd::kLanes); }
 
 template <int R, int C>
 void finish_lanes(float (&acc)[R][C][16], float* Cm, int64_t ldc, bool accumulate) {
@@ -338,6 +478,7 @@ size_t prepare(const GemmNT& p, std::vector<uint16_t>& buf, size_t& used) {
              dtype_name(p.b_dtype), " is not supported (F32, BF16, F8_E4M3)");
   DSV3_CHECK(p.Bq != nullptr && (p.b_dtype != DType::F8_E4M3 || p.b_scale != nullptr),
              "rowwise gemm: quantized weights without data or scales");
+  DSV3_CHECK(p.b_scale_row0 == 0, "rowwise gemm: a scale row offset needs fp8_as_f32");
   const size_t need = size_t(p.M * padded_k(p.K)), at = used;
   if (buf.size() < used + need) buf.resize(std::max(used + need, buf.size() * 2));
   round_rows_bf16(p.M, p.K, p.A, p.lda, buf.data() + at);
@@ -402,7 +543,11 @@ void gemm_nt_rowwise_grouped(std::span<const GemmNT> problems) {
   for (size_t i = 0; i < problems.size(); ++i) {
     const GemmNT& p = problems[i];
     if (p.M <= 0 || p.N <= 0) continue;
-    if (p.b_dtype != DType::F32) {
+    if (p.fp8_as_f32)
+      DSV3_CHECK(p.b_dtype == DType::F8_E4M3 && p.Bq != nullptr && p.b_scale != nullptr && p.b_scale_row0 >= 0 &&
+                     p.b_scale_row0 < kFp8Block,
+                 "rowwise gemm: fp8_as_f32 needs FP8 codes, scales and a scale row offset in [0, 128)");
+    else if (p.b_dtype != DType::F32) {
       qs[i].lda = padded_k(p.K);
       if (prev_q && prev_q->A == p.A && prev_q->lda == p.lda && prev_q->M == p.M && prev_q->K == p.K)
         aoff[i] = aoff[size_t(prev_q - problems.data())];
@@ -425,7 +570,7 @@ void gemm_nt_rowwise_grouped(std::span<const GemmNT> problems) {
   for (int64_t i = 0; i < n_items; ++i) {
     const WorkItem& w = list[i];
     const GemmNT& p = probs[w.problem];
-    if (p.b_dtype == DType::F32) tile(p, w.n0, w.n1);
+    if (p.b_dtype == DType::F32 || p.fp8_as_f32) tile(p, w.n0, w.n1);
     else tile_q(p, qlist[w.problem], w.n0, w.n1);
   }
 }
@@ -435,7 +580,7 @@ void gemm_nt_rowwise_serial(const GemmNT& p) {
   if (p.b_dtype == DType::F32) {
     tile(p, 0, p.N);
     return;
-  }
+  }  // (fp8_as_f32 goes through the checks of the grouped entry, on the calling thread when small)
   gemm_nt_rowwise_grouped(std::span<const GemmNT>(&p, 1));  // (small problems stay on the calling thread)
 }
 

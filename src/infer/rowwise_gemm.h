@@ -14,8 +14,9 @@
 // per row, so a row's rounding never depends on the others), then C[i,j] accumulates vdpbf16ps products
 // in one fixed order: 16 F32 lanes, lane l taking the pairs k ∈ {32s + 2l, 32s + 2l + 1} for s = 0, 1, …
 // (masked to zero past K), then the lane tree of simd::hsum. FP8 weights are widened to BF16 in registers
-// (exact: e4m3 has 3 mantissa bits) and accumulated per 128-wide K block into a block accumulator that is
-// promoted into the F32 total with one fused multiply-add by the block's scale_inv; blocks in K order.
+// (exact: e4m3 has 3 mantissa bits; 64 codes at a time through byte tables for 1–2-row tiles) and
+// accumulated per 128-wide K block into a block accumulator that is promoted into the F32 total with one
+// fused multiply-add by the block's scale_inv; blocks in K order.
 // Tiling over M/N and the thread count only choose which elements are computed together, never the order.
 #pragma once
 #include <cstdint>
@@ -42,6 +43,12 @@ struct GemmNT {
   const void* Bq = nullptr;
   const float* b_scale = nullptr;
   int64_t ld_scale = 0;
+  // F8_E4M3 only: multiply the F32 values the codes stand for (each code's value times its block's scale_inv,
+  // one F32 product — what fp8_block_dequantize stores) with the F32 kernel and its order, so the result is
+  // bitwise that of B = those F32 values, while reading 1 byte per weight. b_scale_row0: the row of B's row 0
+  // inside the scale grid's first block row (0–127; a row slice need not start on a block).
+  bool fp8_as_f32 = false;
+  int64_t b_scale_row0 = 0;
 };
 
 // FP8 block size the kernels assume (the V3 checkpoint's weight_block_size).

@@ -14,7 +14,10 @@
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "dsv3/error.h"
+#include "infer/decode.h"
+#include "infer/infer_weights.h"
 #include "infer/rowwise_gemm.h"
+#include "infer_test_util.h"
 #include "infer/simd.h"
 #include "kernels/ops.h"
 
@@ -319,4 +322,118 @@ TEST(RowwiseGemmQuantized, RejectsUnsupportedOrIncompleteWeights) {
   g.Bq = nullptr;
   g.b_dtype = DType::BF16;
   EXPECT_THROW(gemm_nt_rowwise(g), Error);
+}
+
+// Every one of the 256 e4m3 codes is widened exactly, wherever it sits in a 128-wide block (the widening
+// paths work on 32 or 64 codes at a time): column j holds code j at position 37j mod 128 and zeros elsewhere,
+// so C[i, j] = a_i · e4m3(j) · scale exactly (powers of two); the two NaN codes give NaN. fp8_as_f32 (16 codes
+// at a time by arithmetic) gives bitwise the F32 kernel's results on the dequantized values.
+TEST(RowwiseGemmQuantized, EveryFp8CodeWidensExactly) {
+  const int64_t N = 256, K = 128;
+  std::vector<uint8_t> codes(size_t(N * K), 0);
+  for (int64_t j = 0; j < N; ++j) codes[size_t(j * K + (37 * j) % K)] = uint8_t(j);
+  const float scale[2] = {1.0f, 0.125f};
+  for (int64_t M : {1, 2, 3}) {
+    std::vector<float> A(size_t(M * K)), C(size_t(M * N));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K; ++k) A[size_t(i * K + k)] = std::ldexp(1.0f, -int(i) * 3);
+    GemmNT g{M, N, K, A.data(), K, nullptr, K, C.data(), N};
+    g.b_dtype = DType::F8_E4M3, g.Bq = codes.data(), g.b_scale = scale, g.ld_scale = 1;
+    gemm_nt_rowwise(g);
+    int bad = 0;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        const float got = C[size_t(i * N + j)];
+        if ((j & 0x7f) == 0x7f) {
+          bad += !std::isnan(got);
+          continue;
+        }
+        const float want = e4m3_to_f32(uint8_t(j)) * std::ldexp(1.0f, -int(i) * 3) * scale[j / 128];
+        bad += !(got == want);
+      }
+    EXPECT_EQ(bad, 0) << "M " << M;
+    // fp8_as_f32: bitwise the F32 kernel on e4m3_to_f32(code) × scale (NaN codes included)
+    std::vector<float> deq(codes.size()), want(C.size()), got(C.size());
+    for (size_t i = 0; i < codes.size(); ++i) deq[i] = e4m3_to_f32(codes[i]) * scale[i / size_t(128 * K)];
+    GemmNT f{M, N, K, A.data(), K, deq.data(), K, want.data(), N};
+    gemm_nt_rowwise(f);
+    g.C = got.data(), g.fp8_as_f32 = true;
+    gemm_nt_rowwise(g);
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4)) << "fp8_as_f32 M " << M;
+  }
+}
+
+// fp8_as_f32: FP8 codes multiplied as the F32 values they stand for give bitwise the F32 kernel's results on
+// those values (fp8_block_dequantize), for row slices starting anywhere in a scale block, any M and K tails.
+TEST(RowwiseGemmQuantized, Fp8AsF32MatchesTheDequantizedF32Kernel) {
+  const int64_t rows = 300;
+  for (int64_t K : {1, 17, 100, 128, 300}) {
+    const QWeights q = make_q(DType::F8_E4M3, rows, K, 90 + K);
+    const std::vector<float>& deq = q.values;  // code value × block scale, one F32 product each
+    for (int64_t M : {1, 2, 3, 5, 8})
+      for (int64_t row0 : {0, 64, 100, 130})
+        for (int64_t N : {1, 9, 70}) {
+          auto A = randv(M * (K + 3), 91 + M);
+          std::vector<float> want(size_t(M * N)), got(size_t(M * N), 5.0f);
+          GemmNT f{M, N, K, A.data(), K + 3, deq.data() + row0 * K, K, want.data(), N};
+          gemm_nt_rowwise(f);
+          GemmNT g{M, N, K, A.data(), K + 3, nullptr, K, got.data(), N};
+          g.b_dtype = DType::F8_E4M3, g.fp8_as_f32 = true;
+          g.Bq = q.codes.data() + row0 * K;
+          g.b_scale = q.scale.data() + (row0 / 128) * q.ld_scale, g.ld_scale = q.ld_scale;
+          g.b_scale_row0 = row0 % 128;
+          gemm_nt_rowwise(g);
+          EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+              << "K " << K << " M " << M << " row0 " << row0 << " N " << N;
+        }
+  }
+  float a[4] = {1, 2, 3, 4}, c[1];
+  uint8_t codes[4] = {};
+  float scale[1] = {1.0f};
+  GemmNT g{1, 1, 4, a, 4, nullptr, 4, c, 1};
+  g.b_dtype = DType::F8_E4M3, g.Bq = codes, g.b_scale = scale, g.ld_scale = 1, g.fp8_as_f32 = true;
+  g.b_scale_row0 = 128;  // outside the first block row
+  EXPECT_THROW(gemm_nt_rowwise(g), Error);
+  g.fp8_as_f32 = false, g.b_scale_row0 = 5;  // the block-promoting kernel needs block-aligned rows
+  EXPECT_THROW(gemm_nt_rowwise(g), Error);
+}
+
+// The absorbed MLA matrices of an FP8 kv_b are held as codes multiplied as F32 (infer_weights.h): decode logits
+// are bitwise those of F32 copies of the dequantized matrices, and W^UK transposed holds the same values.
+TEST(RowwiseGemmQuantized, Fp8AbsorbedMatricesMatchTheirF32Copies) {
+  for (const char* config : {"tiny", "small"}) {
+    const ModelWeights& mw = test::random_model(config);
+    const InferWeights f = InferWeights::from(mw, DType::F8_E4M3);
+    InferWeights g = f;
+    const int64_t H = f.cfg.num_attention_heads, dn = f.cfg.qk_nope_head_dim, dv = f.cfg.v_head_dim;
+    const int64_t dc = f.cfg.kv_lora_rank;
+    for (InferLayer& L : g.layers) {
+      ASSERT_TRUE(L.kv_b_abs.fp8_as_f32 && L.w_uk_t.fp8_as_f32) << config;
+      const Tensor kvb = L.kv_b.to_f32(), uk = L.w_uk_t.to_f32();
+      int bad = 0;
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t n = 0; n < dn; ++n)
+          for (int64_t j = 0; j < dc; ++j)
+            bad += std::memcmp(&uk.f32()[(h * dc + j) * dn + n], &kvb.f32()[(h * (dn + dv) + n) * dc + j], 4) !=
+                   0;
+      EXPECT_EQ(bad, 0) << config;
+      L.w_uk_t = QMatrix::from_f32(uk, DType::F32);
+      L.kv_b_abs = QMatrix::from_f32(kvb, DType::F32);
+    }
+    const std::vector<int32_t> tokens = test::random_tokens(12, f.cfg.vocab_size, 3);
+    auto logits = [&](const InferWeights& w) {
+      const int64_t S = int64_t(tokens.size());
+      Decoder dec(w, S, S);
+      KvCache cache(KvCacheConfig::for_model(w.cfg, S, 1, S, 8));
+      const int32_t seq = cache.acquire();
+      EXPECT_TRUE(cache.reserve(seq, S));
+      std::vector<DecodeRow> rows;
+      for (int64_t i = 0; i < S; ++i) rows.push_back({seq, i, tokens[size_t(i)], true});
+      std::vector<float> out(size_t(S * w.cfg.vocab_size));
+      dec.forward(rows, cache, out.data());
+      return out;
+    };
+    const std::vector<float> a = logits(f), b = logits(g);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << config;
+  }
 }
