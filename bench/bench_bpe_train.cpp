@@ -25,24 +25,13 @@
 
 #include "tokenizer/bpe_trainer.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/unicode.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr size_t kCorpusBytes = size_t(20) * 1000 * 1000;
-
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const uint8_t c = uint8_t(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k)
-      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return false;
-    i += n;
-  }
-  return true;
-}
 
 // Plain UTF-8 text without NUL bytes (so the same corpus also feeds HF's trainer, which needs UTF-8).
 bool is_text_file(const fs::path& p) {
@@ -57,7 +46,7 @@ bool is_text_file(const fs::path& p) {
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string s = ss.str();
-  return s.find('\0') == std::string::npos && valid_utf8(s);
+  return s.find('\0') == std::string::npos && dsv3::tok::utf8_is_valid(s);
 }
 
 std::vector<fs::path> list_files(const std::vector<fs::path>& roots, const char* only_ext) {

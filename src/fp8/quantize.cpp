@@ -154,14 +154,7 @@ void quantize_tiles(const float* x, int64_t rows, int64_t cols, int64_t ldx, int
 
 void dequantize_tiles(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, int64_t tile_rows,
                       int64_t tile_cols, float* out) {
-  float lut[256];
-  for (int c = 0; c < 256; ++c) lut[c] = e4m3_to_f32(uint8_t(c));
-  const int64_t ntc = ceil_div(cols, tile_cols);
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* srow = scales + (r / tile_rows) * ntc;
-    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = lut[codes[r * cols + c]] * srow[c / tile_cols];
-  }
+  fp8_block_dequantize(codes, scales, rows, cols, tile_rows, tile_cols, out);  // any tile shape, same product
 }
 
 }  // namespace dsv3::fp8

@@ -15,23 +15,7 @@
 
 using namespace dsv3;
 using namespace dsv3::infer;
-
-namespace {
-
-std::vector<float> step_logits(const InferWeights& w, const std::vector<int32_t>& tokens) {
-  const int64_t S = int64_t(tokens.size()), V = w.cfg.vocab_size;
-  Decoder dec(w, S, S);
-  KvCache cache(KvCacheConfig::for_model(w.cfg, S, 1, S, 8));
-  const int32_t seq = cache.acquire();
-  EXPECT_TRUE(cache.reserve(seq, S));
-  std::vector<DecodeRow> rows;
-  for (int64_t i = 0; i < S; ++i) rows.push_back({seq, i, tokens[size_t(i)], true});
-  std::vector<float> out(size_t(S * V));
-  dec.forward(rows, cache, out.data());
-  return out;
-}
-
-}  // namespace
+using dsv3::test::step_logits;
 
 TEST(InferWeights, LoadedCheckpointsMatchConversionBitwise) {
   const ModelWeights& w = test::random_model("tiny");

@@ -421,19 +421,7 @@ TEST(RowwiseGemmQuantized, Fp8AbsorbedMatricesMatchTheirF32Copies) {
       L.kv_b_abs = QMatrix::from_f32(kvb, DType::F32);
     }
     const std::vector<int32_t> tokens = test::random_tokens(12, f.cfg.vocab_size, 3);
-    auto logits = [&](const InferWeights& w) {
-      const int64_t S = int64_t(tokens.size());
-      Decoder dec(w, S, S);
-      KvCache cache(KvCacheConfig::for_model(w.cfg, S, 1, S, 8));
-      const int32_t seq = cache.acquire();
-      EXPECT_TRUE(cache.reserve(seq, S));
-      std::vector<DecodeRow> rows;
-      for (int64_t i = 0; i < S; ++i) rows.push_back({seq, i, tokens[size_t(i)], true});
-      std::vector<float> out(size_t(S * w.cfg.vocab_size));
-      dec.forward(rows, cache, out.data());
-      return out;
-    };
-    const std::vector<float> a = logits(f), b = logits(g);
+    const std::vector<float> a = test::step_logits(f, tokens), b = test::step_logits(g, tokens);
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << config;
   }
 }

@@ -17,30 +17,21 @@
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "../temp_dir.h"
+#include "tokenizer_test_util.h"
 
 using namespace dsv3::tok;
 using nlohmann::json;
 namespace fs = std::filesystem;
+using dsv3::tok::testing::v3_dir;
+using dsv3::tok::testing::read_lines;
 
 namespace {
-
-fs::path v3_dir() {
-  if (const char* env = std::getenv("DSV3_V3_TOKENIZER_DIR")) return env;
-  return fs::path(DSV3_SOURCE_DIR) / ".." / "shared" / "data" / "deepseek-v3";
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::vector<std::string> read_lines(const fs::path& p) {
-  std::vector<std::string> out;
-  std::ifstream f(p, std::ios::binary);
-  for (std::string l; std::getline(f, l);) out.push_back(l);
-  return out;
 }
 
 using dsv3::test::TempDir;

@@ -14,17 +14,15 @@
 #include "dsv3/error.h"
 #include "tokenizer/chat_template.h"
 #include "../temp_dir.h"
+#include "tokenizer_test_util.h"
 
 using namespace dsv3::tok;
 using nlohmann::json;
 namespace fs = std::filesystem;
+using dsv3::tok::testing::v3_dir;
 
 namespace {
 
-fs::path v3_dir() {
-  if (const char* env = std::getenv("DSV3_V3_TOKENIZER_DIR")) return env;
-  return fs::path(DSV3_SOURCE_DIR) / ".." / "shared" / "data" / "deepseek-v3";
-}
 fs::path jinja_dir() {
   return fs::path(DSV3_SOURCE_DIR) / "tests" / "tokenizer" / "jinja";
 }

@@ -11,16 +11,13 @@
 #include "dsv3/error.h"
 #include "tokenizer/fim.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer_test_util.h"
 
 using namespace dsv3::tok;
 namespace fs = std::filesystem;
+using dsv3::tok::testing::v3_dir;
 
 namespace {
-
-fs::path v3_dir() {
-  if (const char* env = std::getenv("DSV3_V3_TOKENIZER_DIR")) return env;
-  return fs::path(DSV3_SOURCE_DIR) / ".." / "shared" / "data" / "deepseek-v3";
-}
 
 const Tokenizer& v3() {
   static const Tokenizer t = Tokenizer::load(v3_dir().string());

@@ -12,17 +12,14 @@
 
 #include "dsv3/error.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer_test_util.h"
 
 namespace fs = std::filesystem;
+using dsv3::tok::testing::v3_dir;
 using namespace dsv3::tok;
 using nlohmann::json;
 
 namespace {
-
-fs::path v3_dir() {
-  if (const char* e = std::getenv("DSV3_TOKENIZER_DIR")) return e;
-  return fs::path(DSV3_SOURCE_DIR) / ".." / "shared" / "data" / "deepseek-v3";
-}
 
 const Tokenizer& v3() {
   static const Tokenizer t = Tokenizer::load(v3_dir().string());

@@ -20,26 +20,16 @@
 #include <sstream>
 
 #include "tokenizer/tokenizer.h"
+#include "tokenizer_test_util.h"
 
 namespace fs = std::filesystem;
+using dsv3::tok::testing::v3_dir;
+using dsv3::tok::testing::read_lines;
 using dsv3::tok::RegexEngine;
 using dsv3::tok::Tokenizer;
 using nlohmann::json;
 
 namespace {
-
-fs::path v3_dir() {
-  if (const char* e = std::getenv("DSV3_TOKENIZER_DIR")) return e;
-  return fs::path(DSV3_SOURCE_DIR) / ".." / "shared" / "data" / "deepseek-v3";
-}
-
-std::vector<std::string> read_lines(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(f, line)) out.push_back(line);
-  return out;
-}
 
 std::string escape(std::string_view s, size_t max = 160) {
   std::string out = json(std::string(s.substr(0, max))).dump(-1, ' ', false, json::error_handler_t::replace);
