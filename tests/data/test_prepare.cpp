@@ -349,6 +349,12 @@ TEST(DataPrepare, Cli) {
       << read_bytes(tmp / "stdout.txt");
   EXPECT_EQ(read_index(out)["seed"], 3);
   EXPECT_EQ(read_index(out)["documents"]["bos_before_each"], true);  // --bos auto: the tokenizer adds BOS
+  // A --bos value outside auto|on|off is refused, naming the option.
+  const std::string bad_bos = bin + " data prepare --tokenizer " + tiny_tokenizer_dir() + " --input " +
+                              (tmp / "in") + " --out " + (tmp / "bad_bos") + " --bos maybe --quiet > " +
+                              (tmp / "bad_bos.txt") + " 2>&1";
+  EXPECT_NE(std::system(bad_bos.c_str()), 0);
+  EXPECT_NE(read_bytes(tmp / "bad_bos.txt").find("--bos"), std::string::npos) << read_bytes(tmp / "bad_bos.txt");
   const std::string check = bin + " data check --dir " + out + " --tokenizer " + tiny_tokenizer_dir() +
                             " > " + (tmp / "check.txt") + " 2>&1";
   EXPECT_EQ(std::system(check.c_str()), 0) << read_bytes(tmp / "check.txt");

@@ -330,6 +330,17 @@ TEST(Trainer, CheckpointCarriesTheRunsTokenizerFiles) {
   fs::remove_all(out), fs::remove_all(out + "_tok");
 }
 
+TEST(RunConfig, CheckpointDtypeOutsideF32Bf16Fp8IsAClearError) {
+  for (const char* ok : {"f32", "bf16", "fp8"})
+    EXPECT_NO_THROW(RunConfig::from_json({{"model", "tiny"}, {"checkpoint_dtype", ok}})) << ok;
+  try {
+    RunConfig::from_json({{"model", "tiny"}, {"checkpoint_dtype", "f16"}});
+    FAIL() << "checkpoint_dtype f16 was accepted";
+  } catch (const dsv3::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint_dtype"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RunConfig, CheckedInRecipesParseAndRoundTrip) {
   int n = 0;
   for (const auto& e : fs::directory_iterator(std::string(DSV3_SOURCE_DIR) + "/configs/train")) {
