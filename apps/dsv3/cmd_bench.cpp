@@ -1,6 +1,6 @@
 // `dsv3 bench decode | prefill`: inference throughput against the machine's measured roofline.
 //   dsv3 bench decode  (--model DIR | --config NAME) [--weights auto|f32|bf16|fp8] [--lm-head auto|bf16|fp8]
-//                      [--batch 1,4,16] [--ctx 512] [--steps 32] [--warmup 4]
+//                      [--kv-cache auto|f32|bf16] [--batch 1,4,16] [--ctx 512] [--steps 32] [--warmup 4]
 //   dsv3 bench prefill (--model DIR | --config NAME) [--weights …] [--tokens 512] [--chunk 256] [--reps 3]
 //                      [--baseline]
 // Weights: --model keeps the checkpoint's format (BF16 stays BF16, FP8 stays FP8 codes + scales) unless
@@ -31,6 +31,7 @@
 #include "core/rng.h"
 #include "dsv3/error.h"
 #include "infer/decode.h"
+#include "infer/engine.h"
 #include "infer/infer_weights.h"
 #include "infer/simd.h"
 #include "model/transformer.h"
@@ -129,7 +130,7 @@ std::optional<DType> parse_weights(const std::string& s) {
 }
 
 struct ModelSource {
-  std::string model, config, weights = "auto", lm_head = "auto";
+  std::string model, config, weights = "auto", lm_head = "auto", kv_cache = "auto";
   mutable infer::QMatrix loaded_lm_head;  // lm_head as loaded, when --lm-head converted it
   std::unique_ptr<infer::InferWeights> load() const {
     auto w = load_main();
@@ -201,6 +202,9 @@ void add_source(CLI::App* cmd, ModelSource& s) {
       ->capture_default_str();
   cmd->add_option("--lm-head", s.lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
       ->capture_default_str();
+  cmd->add_option("--kv-cache", s.kv_cache, "KV-cache rows: auto (bf16 for BF16/FP8 weights, else f32), f32, bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
+      ->capture_default_str();
 }
 
 void print_model(const infer::InferWeights& w) {
@@ -249,23 +253,32 @@ void register_bench(CLI::App& root) {
     const double bw = measure_read_gbps(d->bw_mib << 20, 7);
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB)\n",
                 omp_get_max_threads(), bw, d->bw_mib);
-    const infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, max_len, 1, max_len, 16);
-    std::printf("latent KV cache: %lld bytes/token = (kv_lora_rank %lld + qk_rope_head_dim %lld) x %lld layers x %zu\n",
-                (long long)kc.bytes_per_token(), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,
-                (long long)c.num_hidden_layers, dtype_size(kc.dtype));
+    infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, max_len, 1, max_len, 16);
+    kc.dtype = infer::kv_cache_dtype(d->src.kv_cache, w);
+    const infer::AttnPrecision attn = kc.dtype == DType::BF16 ? infer::AttnPrecision::kBF16 : infer::AttnPrecision::kF32;
+    std::printf("latent KV cache: %s rows, %lld bytes/token = (kv_lora_rank %lld + qk_rope_head_dim %lld) x %lld "
+                "layers x %zu\n", std::string(dtype_name(kc.dtype)).c_str(), (long long)kc.bytes_per_token(),
+                (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim, (long long)c.num_hidden_layers,
+                dtype_size(kc.dtype));
     std::printf("%6s %6s %10s %10s %12s %12s %10s %11s %8s\n", "batch", "ctx", "step_ms", "tok/s", "weight_MB",
                 "kv_MB", "GB/s", "bound_tok/s", "%bound");
     for (int64_t B : batches) {
-      infer::KvCache cache(infer::KvCacheConfig::for_model(c, B * ((max_len + 15) / 16 * 16), B, max_len, 16));
-      infer::Decoder decoder(w, B, max_len);
+      infer::KvCacheConfig bkc = infer::KvCacheConfig::for_model(c, B * ((max_len + 15) / 16 * 16), B, max_len, 16);
+      bkc.dtype = kc.dtype;
+      infer::KvCache cache(bkc);
+      infer::Decoder decoder(w, B, max_len, attn);
+      std::vector<float> row(size_t(kc.row_elems()));
       std::vector<int32_t> seq(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) {
         seq[size_t(b)] = cache.acquire();
         DSV3_CHECK(cache.reserve(seq[size_t(b)], max_len), "bench: cache too small");
         for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-          for (int64_t p = 0; p < d->ctx; ++p)
-            rng_fill_normal(cache.row(seq[size_t(b)], l, p), uint64_t(kc.row_elems()), 1.0f, 3,
-                            uint64_t((b * c.num_hidden_layers + l) * max_len + p));
+          for (int64_t p = 0; p < d->ctx; ++p) {
+            float* r = cache.is_bf16() ? row.data() : cache.row(seq[size_t(b)], l, p);
+            rng_fill_normal(r, uint64_t(kc.row_elems()), 1.0f, 3, uint64_t((b * c.num_hidden_layers + l) * max_len + p));
+            if (cache.is_bf16())
+              infer::round_rows_bf16(1, kc.row_elems(), r, kc.row_elems(), cache.row_bf16(seq[size_t(b)], l, p));
+          }
         cache.set_length(seq[size_t(b)], d->ctx);
       }
       std::vector<float> logits(static_cast<size_t>(B * c.vocab_size));
@@ -299,7 +312,6 @@ void register_bench(CLI::App& root) {
     ModelSource src;
     int64_t tokens = 512, chunk = 256, reps = 3;
     bool baseline = false;
-    std::string attn = "bf16";
   };
   auto p = std::make_shared<PrefillOpts>();
   auto* pre = bench->add_subcommand("prefill", "Chunked prefill of one prompt vs the full-sequence forward");
@@ -308,8 +320,6 @@ void register_bench(CLI::App& root) {
   pre->add_option("--chunk", p->chunk, "prefill chunk (rows per step)")->capture_default_str();
   pre->add_option("--reps", p->reps, "repetitions (median)")->capture_default_str();
   pre->add_flag("--baseline", p->baseline, "also time the full-sequence F32 forward (loads F32 weights)");
-  pre->add_option("--attn", p->attn, "latent attention precision: bf16 (also reports the last logits' difference "
-                  "from f32 attention) or f32")->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
   pre->callback([p] {
     auto wp = p->src.load();
     const infer::InferWeights& w = *wp;
@@ -323,13 +333,14 @@ void register_bench(CLI::App& root) {
     for (int64_t i = 0; i < p->tokens; ++i)
       tokens[size_t(i)] = int32_t(rng_uniform(4, 0, uint64_t(i)) * float(c.vocab_size)) % int32_t(c.vocab_size);
 
-    const bool bf16 = p->attn == "bf16";
     infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, p->tokens, 1, p->tokens, 16);
-    kc.bf16_shadow = bf16;
+    kc.dtype = infer::kv_cache_dtype(p->src.kv_cache, w);
+    const bool bf16 = kc.dtype == DType::BF16;
     infer::KvCache cache(kc);
     infer::Decoder decoder(w, std::min(p->chunk, p->tokens), p->tokens,
                            bf16 ? infer::AttnPrecision::kBF16 : infer::AttnPrecision::kF32);
-    std::printf("latent attention: %s\n", p->attn.c_str());
+    std::printf("KV cache and latent attention: %s (--kv-cache bf16 also reports the last logits' difference "
+                "from f32)\n", std::string(dtype_name(kc.dtype)).c_str());
     std::vector<float> logits(static_cast<size_t>(c.vocab_size));
     std::vector<double> times;
     double flops = 0;

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "dsv3/error.h"
 #include "infer/engine.h"
+#include "infer_options.h"
 #include "server/api.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +32,7 @@ void register_chat(CLI::App& root) {
     float temperature = 0.7f, top_p = 1.0f;
     int32_t top_k = 0;
     uint64_t seed = 0;
+    InferOptions infer;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = root.add_subcommand("chat", "Interactive chat with the chat template (stdin/stdout, streams replies)");
@@ -43,17 +45,17 @@ void register_chat(CLI::App& root) {
   cmd->add_option("--top-k", o->top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "sampling seed (turn t uses seed + t)")->capture_default_str();
   cmd->add_option("--ctx", o->ctx, "context length (0 = the model's, at most 4096)")->capture_default_str();
+  add_infer_options(cmd, o->infer);
   cmd->callback([o] {
     DSV3_CHECK(o->max_tokens > 0, "chat: --max-tokens must be positive, got ", o->max_tokens);
     DSV3_CHECK(fs::exists(fs::path(o->model) / "tokenizer.json"), "chat: ", o->model,
                " has no tokenizer.json (chat needs one)");
     tok::Tokenizer tokenizer = tok::Tokenizer::load(o->model);
-    LoadOptions lo;
-    lo.load_mtp = false;
-    ModelWeights w = ModelWeights::load(o->model, lo);
+    infer::InferWeights w = load_infer_weights(o->model, o->infer);
     infer::EngineConfig ec;
     ec.max_slots = 1;
     ec.max_seq_len = o->ctx > 0 ? o->ctx : std::min<int64_t>(w.cfg.max_position_embeddings, 4096);
+    ec.kv_dtype = kv_dtype(o->infer, w);
     infer::Engine engine(w, ec);
 
     const bool tty = isatty(STDIN_FILENO);

@@ -1,9 +1,10 @@
 // `dsv3 generate`: generate from a prompt with the inference engine (paged latent cache, absorbed MLA).
 //   dsv3 generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T]
 //                 [--top-k K] [--top-p P] [--min-p M] [--seed S] [--ignore-eos] [--output text|ids]
-//                 [--weights auto|f32|bf16|fp8] [--lm-head auto|bf16|fp8]
+//                 [--weights auto|f32|bf16|fp8] [--lm-head auto|bf16|fp8] [--kv-cache auto|f32|bf16]
 // Weights stay in the checkpoint's format (BF16 → BF16, FP8 → FP8 codes + block scales) unless --weights says;
-// --lm-head fp8 re-holds lm_head in FP8 128×128 blocks after loading (the V3 FP8 format keeps it in BF16).
+// --lm-head fp8 re-holds lm_head in FP8 128×128 blocks after loading (the V3 FP8 format keeps it in BF16);
+// the KV cache holds BF16 rows for BF16/FP8 weights unless --kv-cache says (infer_options.h).
 // --prompt is encoded with DIR/tokenizer.json (BOS as tokenizer_config.json says, unless --no-bos). Output
 // streams to stdout as it is generated: decoded text when DIR has a tokenizer (the stop token is not
 // printed), else the ids comma-separated. Timing (prefill and decode tokens/s) goes to stderr at the end.
@@ -15,6 +16,7 @@
 
 #include "commands.h"
 #include "dsv3/error.h"
+#include "infer_options.h"
 #include "infer/engine.h"
 #include "infer/infer_weights.h"
 #include "tokenizer/tokenizer.h"
@@ -27,7 +29,8 @@ namespace fs = std::filesystem;
 
 void register_generate(CLI::App& root) {
   struct Opts {
-    std::string model, prompt_ids, prompt, output = "auto", weights = "auto", lm_head = "auto", attn = "f32";
+    std::string model, prompt_ids, prompt, output = "auto";
+    InferOptions infer;
     int64_t max_tokens = 64, ctx = 0;
     float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, presence = 0.0f, frequency = 0.0f, repetition = 1.0f;
     int32_t top_k = 0;
@@ -52,15 +55,7 @@ void register_generate(CLI::App& root) {
   cmd->add_option("--ctx", o->ctx, "context limit (0 = prompt + max-tokens, capped by the model)")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "do not stop at the end-of-sequence token");
   cmd->add_flag("--no-bos", o->no_bos, "with --prompt: do not prepend BOS");
-  cmd->add_option("--weights", o->weights, "resident weight format: auto (as stored), f32, bf16, fp8")
-      ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
-      ->capture_default_str();
-  cmd->add_option("--lm-head", o->lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
-      ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
-      ->capture_default_str();
-  cmd->add_option("--attn", o->attn, "latent attention precision: f32, or bf16 (faster prefill, BF16 KV shadow rows)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+  add_infer_options(cmd, o->infer);
   cmd->add_option("--output", o->output, "what to stream")
       ->check(CLI::IsMember({"auto", "text", "ids"}))
       ->capture_default_str();
@@ -95,14 +90,8 @@ void register_generate(CLI::App& root) {
     req.sampling.repetition_penalty = o->repetition;
     req.sampling.seed = o->seed;
 
-    std::optional<DType> want_dtype;
-    if (o->weights == "f32") want_dtype = DType::F32;
-    if (o->weights == "bf16") want_dtype = DType::BF16;
-    if (o->weights == "fp8") want_dtype = DType::F8_E4M3;
     const auto t_load = std::chrono::steady_clock::now();
-    infer::InferWeights w = infer::InferWeights::load(o->model, want_dtype);
-    if (o->lm_head == "bf16") w.set_lm_head_format(DType::BF16);
-    if (o->lm_head == "fp8") w.set_lm_head_format(DType::F8_E4M3);
+    infer::InferWeights w = load_infer_weights(o->model, o->infer);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
     infer::EngineConfig ec;
@@ -112,7 +101,7 @@ void register_generate(CLI::App& root) {
     ec.kv_token_budget = ec.max_seq_len;
     ec.prefill_chunk = 256;
     ec.max_step_tokens = 256;
-    ec.bf16_attention = o->attn == "bf16";
+    ec.kv_dtype = kv_dtype(o->infer, w);
     infer::Engine engine(w, ec);
 
     std::optional<tok::IncrementalDecoder> dec;
@@ -146,6 +135,7 @@ void register_generate(CLI::App& root) {
 
     const double prefill_s = n_out ? std::chrono::duration<double>(t_first - t0).count() : 0.0;
     const double decode_s = std::chrono::duration<double>(t_end - (n_out ? t_first : t0)).count();
+    std::fprintf(stderr, "generate: %s\n", describe_runtime(w, engine.config()).c_str());
     std::fprintf(stderr,
                  "generate: load %.2f s | prompt %zu tokens, prefill %.3f s (%.1f tok/s) | %lld tokens in %.3f s "
                  "(%.2f tok/s after the first) | finish: %s\n",

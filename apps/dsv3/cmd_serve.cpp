@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "dsv3/error.h"
+#include "infer_options.h"
 #include "server/server.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -34,6 +35,7 @@ void register_serve(CLI::App& root) {
     int64_t parallel = 8, ctx = 0, kv_tokens = 0, max_queue = 256, prefill_chunk = 256;
     size_t max_body_bytes = size_t(8) << 20;
     double shutdown_grace = 10.0;
+    InferOptions infer;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = root.add_subcommand(
@@ -55,6 +57,7 @@ void register_serve(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--prefill-chunk", o->prefill_chunk, "prompt tokens per request per engine step")
       ->capture_default_str();
+  add_infer_options(cmd, o->infer);
   cmd->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' (default: $DSV3_API_KEY if set)");
   cmd->add_option("--max-queue", o->max_queue, "choices allowed to wait beyond the slots; more get 429")
       ->capture_default_str();
@@ -79,9 +82,7 @@ void register_serve(CLI::App& root) {
     if (!tokenizer.chat_template().empty() && !tok::is_deepseek_v3_chat_template(tokenizer.chat_template()))
       std::fprintf(stderr, "serve: warning: the tokenizer's chat_template is not DeepSeek-V3's; chat requests are "
                            "rendered with the DeepSeek-V3 template anyway\n");
-    LoadOptions lo;
-    lo.load_mtp = false;
-    ModelWeights w = ModelWeights::load(o->model, lo);
+    infer::InferWeights w = load_infer_weights(o->model, o->infer);
 
     infer::EngineConfig ec;
     ec.max_slots = o->parallel;
@@ -89,6 +90,7 @@ void register_serve(CLI::App& root) {
     ec.kv_token_budget = o->kv_tokens;
     ec.prefill_chunk = o->prefill_chunk;
     ec.max_step_tokens = std::max<int64_t>(512, o->parallel);
+    ec.kv_dtype = kv_dtype(o->infer, w);
 
     server::ServerConfig sc;
     sc.host = o->host;
@@ -122,6 +124,7 @@ void register_serve(CLI::App& root) {
                 sc.model_name.c_str(), (long long)w.cfg.num_hidden_layers, (long long)w.cfg.vocab_size,
                 (long long)ec.max_slots, (long long)srv.api().context_length,
                 (long long)srv.engine().kv_config().token_capacity());
+    std::printf("%s\n", describe_runtime(w, srv.engine().config()).c_str());
     std::printf("listening on %s\n", url.c_str());
     std::printf("try: curl %s/v1/chat/completions -H 'Content-Type: application/json'%s -d "
                 "'{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'\n",

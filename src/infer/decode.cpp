@@ -91,8 +91,11 @@ void Decoder::forward(std::span<const DecodeRow> rows, KvCache& cache, float* lo
   DSV3_CHECK(kc.n_layers == c.num_hidden_layers && kc.kv_lora_rank == c.kv_lora_rank &&
                  kc.qk_rope_head_dim == c.qk_rope_head_dim,
              "decoder: the KV cache was built for another model shape");
-  DSV3_CHECK(attn_ != AttnPrecision::kBF16 || (cache.has_bf16_shadow() && kc.block_size % 2 == 0),
-             "decoder: BF16 attention needs a KV cache with BF16 shadow rows and an even block size");
+  DSV3_CHECK((attn_ == AttnPrecision::kBF16) == cache.is_bf16(), "decoder: a ",
+             attn_ == AttnPrecision::kBF16 ? "BF16" : "F32", "-attention decoder needs a ",
+             attn_ == AttnPrecision::kBF16 ? "BF16" : "F32", " KV cache, got ", dtype_name(kc.dtype));
+  DSV3_CHECK(attn_ != AttnPrecision::kBF16 || kc.block_size % 2 == 0,
+             "decoder: BF16 attention needs an even KV block size, got ", kc.block_size);
   if (int64_t(next_pos_.size()) != kc.max_seqs) next_pos_.assign(size_t(kc.max_seqs), -1);
 
   // Check the rows against the cache: consecutive positions per sequence from its current length.
@@ -180,14 +183,14 @@ void Decoder::attention(const InferLayer& W, int64_t layer, int64_t R, KvCache& 
   ops::rmsnorm(R, dc, kv_.f32(), dc + dr, W.kv_a_norm.f32(), kLatentNormEps, kv_.f32(), dc + dr);
   ops::rope_interleaved(R, 1, dr, kv_.f32() + dc, dc + dr, dr, pos_.data(), inv_freq, cs_scale);
   for (int64_t r = 0; r < R; ++r) {
-    std::memcpy(cache.row(seq_[size_t(r)], layer, pos_[size_t(r)]), kv_.f32() + r * (dc + dr),
-                size_t(dc + dr) * sizeof(float));
-    if (cache.has_bf16_shadow())
+    if (cache.is_bf16())  // (the row's padding to stored_elems() is written as zeros)
       round_rows_bf16(1, dc + dr, kv_.f32() + r * (dc + dr), dc + dr,
                       cache.row_bf16(seq_[size_t(r)], layer, pos_[size_t(r)]));
-    stats_.kv_bytes += attn_ == AttnPrecision::kBF16
-                           ? double(pos_[size_t(r)] + 1) * double(bf16_padded_k(dc + dr)) * 2.0
-                           : double(pos_[size_t(r)] + 1) * double(dc + dr) * sizeof(float);
+    else
+      std::memcpy(cache.row(seq_[size_t(r)], layer, pos_[size_t(r)]), kv_.f32() + r * (dc + dr),
+                  size_t(dc + dr) * sizeof(float));
+    stats_.kv_bytes += double(pos_[size_t(r)] + 1) * double(cache.config().stored_elems()) *
+                       double(dtype_size(cache.config().dtype));
     stats_.flops += 2.0 * double(H) * double(pos_[size_t(r)] + 1) * double(2 * dc + dr);
   }
 

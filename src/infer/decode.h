@@ -46,9 +46,9 @@ struct StepStats {
   double flops = 0;         // GEMM (2·M·N·K) + attention (2·(2 d_c + d_r) per head per cached row) FLOPs
 };
 
-// Precision of the latent attention (latent_attention.h): F32 operands, or BF16 operands with F32
-// accumulation (needs a KV cache with BF16 shadow rows, KvCacheConfig::bf16_shadow). Both are batch- and
-// chunking-invariant; BF16 is about twice as fast in prefill and differs from F32 by BF16 rounding.
+// Precision of the latent attention (latent_attention.h): F32 operands over an F32 KV cache, or BF16 operands
+// with F32 accumulation over a BF16 KV cache (KvCacheConfig::dtype; half the cache memory). Both are batch-
+// and chunking-invariant; BF16 is about twice as fast in prefill and differs from F32 by BF16 rounding.
 enum class AttnPrecision { kF32, kBF16 };
 
 class Decoder {

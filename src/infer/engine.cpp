@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "dsv3/error.h"
+#include "infer/latent_attention.h"
 
 namespace dsv3::infer {
 
@@ -27,6 +28,22 @@ void EngineConfig::validate() const {
   DSV3_CHECK(prefill_chunk > 0, "engine: prefill_chunk must be positive, got ", prefill_chunk);
   DSV3_CHECK(max_step_tokens >= max_slots, "engine: max_step_tokens (", max_step_tokens,
              ") must be at least max_slots (", max_slots, ") so every running request can decode each step");
+  DSV3_CHECK(kv_dtype == DType::F32 || kv_dtype == DType::BF16, "engine: the KV cache holds f32 or bf16 rows, got ",
+             dtype_name(kv_dtype));
+  DSV3_CHECK(kv_dtype != DType::BF16 || block_size % 2 == 0, "engine: a BF16 KV cache needs an even block_size, got ",
+             block_size);
+}
+
+DType kv_cache_dtype(std::string_view name, const InferWeights& w) {
+  const bool bf16_ok = latent_attention_bf16_available() && w.cfg.kv_lora_rank % 16 == 0;
+  if (name == "f32") return DType::F32;
+  if (name == "bf16") {
+    DSV3_CHECK(bf16_ok, "a BF16 KV cache needs a build with AVX512-BF16 and kv_lora_rank % 16 == 0 (got ",
+               w.cfg.kv_lora_rank, ")");
+    return DType::BF16;
+  }
+  DSV3_CHECK(name == "auto", "KV cache type must be auto, f32 or bf16, got \"", name, "\"");
+  return bf16_ok && w.dtype != DType::F32 ? DType::BF16 : DType::F32;
 }
 
 struct Engine::Active {
@@ -61,7 +78,7 @@ EngineConfig resolved(const ModelConfig& mc, EngineConfig c) {
 
 KvCacheConfig cache_config(const ModelConfig& mc, const EngineConfig& c) {
   KvCacheConfig k = KvCacheConfig::for_model(mc, c.kv_token_budget, c.max_slots, c.max_seq_len, c.block_size);
-  k.bf16_shadow = c.bf16_attention;
+  k.dtype = c.kv_dtype;
   return k;
 }
 }  // namespace
@@ -73,7 +90,7 @@ Engine::Engine(const InferWeights& w, const EngineConfig& cfg)
       cfg_(resolved(w.cfg, cfg)),
       cache_(cache_config(w.cfg, cfg_)),
       decoder_(w, cfg_.max_step_tokens, cfg_.max_seq_len,
-               cfg_.bf16_attention ? AttnPrecision::kBF16 : AttnPrecision::kF32),
+               cfg_.kv_dtype == DType::BF16 ? AttnPrecision::kBF16 : AttnPrecision::kF32),
       sampler_(w.cfg.vocab_size) {
   rows_.reserve(size_t(cfg_.max_step_tokens));
   logits_.resize(size_t(cfg_.max_step_tokens * w.cfg.vocab_size));

@@ -42,9 +42,16 @@ struct EngineConfig {
   int64_t prefill_chunk = 256;    // prompt tokens per request per step
   int64_t max_step_tokens = 512;  // rows per step (decode rows + prefill chunks)
   bool prefix_cache = true;       // reuse cached KV blocks of a shared prompt prefix
-  bool bf16_attention = false;    // BF16 latent attention (decode.h AttnPrecision; adds BF16 KV shadow rows)
+  // KV-cache rows: F32 (F32 latent attention) or BF16 (BF16 latent attention: half the cache bytes, ~2x faster
+  // attention in prefill; decode.h AttnPrecision).
+  DType kv_dtype = DType::F32;
   void validate() const;
 };
+
+// The KV-cache row type for a `--kv-cache` name: "f32", "bf16", or "auto": BF16 when the Linear weights are
+// held in BF16 or FP8 and the BF16 latent attention can run (AVX512-BF16 build, kv_lora_rank % 16 == 0), else
+// F32 (F32 models keep the F32 cache their references use). Throws on other names or an unusable "bf16".
+DType kv_cache_dtype(std::string_view name, const InferWeights& w);
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;           // token ids (BOS included if wanted)

@@ -31,16 +31,18 @@ void KvCacheConfig::validate() const {
   DSV3_CHECK(max_seqs > 0, "KV cache: max_seqs must be positive, got ", max_seqs);
   DSV3_CHECK(max_seq_len > 0, "KV cache: max_seq_len must be positive, got ", max_seq_len);
   DSV3_CHECK(n_blocks < (int64_t(1) << 31), "KV cache: too many blocks (", n_blocks, ")");
-  DSV3_CHECK(dtype == DType::F32, "KV cache: only F32 rows are implemented, got ", dtype_name(dtype));
+  DSV3_CHECK(dtype == DType::F32 || dtype == DType::BF16, "KV cache: rows are F32 or BF16, got ",
+             dtype_name(dtype));
 }
 
 KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
-  storage_ = Tensor::zeros({cfg_.n_layers, cfg_.n_blocks, cfg_.block_size, cfg_.row_elems()}, cfg_.dtype);
-  base_ = storage_.f32();
-  if (cfg_.bf16_shadow) {
-    shadow_.assign(size_t(cfg_.n_layers * cfg_.n_blocks * cfg_.block_size * cfg_.shadow_elems()), 0);
-    shadow_base_ = shadow_.data();
+  if (cfg_.dtype == DType::F32) {
+    storage_ = Tensor::zeros({cfg_.n_layers, cfg_.n_blocks, cfg_.block_size, cfg_.row_elems()}, DType::F32);
+    base_ = storage_.f32();
+  } else {
+    bf16_.assign(size_t(cfg_.n_layers * cfg_.n_blocks * cfg_.block_size * cfg_.stored_elems()), 0);
+    bf16_base_ = bf16_.data();
   }
   seqs_.resize(size_t(cfg_.max_seqs));
   for (Seq& s : seqs_) {
@@ -131,10 +133,14 @@ const float* KvCache::row(int32_t seq, int64_t layer, int64_t pos) const {
 
 uint16_t* KvCache::row_bf16(int32_t seq, int64_t layer, int64_t pos) {
   const Seq& s = seq_ref(seq);
-  DSV3_ASSERT(shadow_base_ != nullptr && pos >= 0 && pos < int64_t(s.table.size()) * cfg_.block_size &&
+  DSV3_ASSERT(bf16_base_ != nullptr && pos >= 0 && pos < int64_t(s.table.size()) * cfg_.block_size &&
               layer >= 0 && layer < cfg_.n_layers);
-  return shadow_base_ + ((layer * cfg_.n_blocks + s.table[size_t(pos / cfg_.block_size)]) * cfg_.block_size +
-                         pos % cfg_.block_size) * cfg_.shadow_elems();
+  return bf16_base_ + ((layer * cfg_.n_blocks + s.table[size_t(pos / cfg_.block_size)]) * cfg_.block_size +
+                       pos % cfg_.block_size) * cfg_.stored_elems();
+}
+
+const uint16_t* KvCache::row_bf16(int32_t seq, int64_t layer, int64_t pos) const {
+  return const_cast<KvCache*>(this)->row_bf16(seq, layer, pos);
 }
 
 std::span<const int32_t> KvCache::block_table(int32_t seq) const {

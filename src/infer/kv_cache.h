@@ -25,6 +25,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "dsv3/error.h"
 #include "model/config.h"
 
 namespace dsv3::infer {
@@ -37,19 +38,16 @@ struct KvCacheConfig {
   int64_t n_blocks = 0;          // blocks in the pool
   int64_t max_seqs = 1;          // sequence slots
   int64_t max_seq_len = 0;       // tokens per sequence at most (its block-table length × block_size ≥ this)
-  DType dtype = DType::F32;      // element type of the rows (F32 now; BF16 later)
-  // Also keep every row rounded to BF16 (round to nearest even, written with the F32 row, zero-padded to a
-  // multiple of 32 elements) for the BF16 attention path (latent_attention.h). Costs 2 bytes per padded element.
-  bool bf16_shadow = false;
-
-  // Elements per BF16 shadow row: row_elems() rounded up to a multiple of 32 (one vdpbf16ps step).
-  int64_t shadow_elems() const { return (row_elems() + 31) / 32 * 32; }
+  // Element type of the rows: F32 (read by the F32 latent attention), or BF16 (round to nearest even of the
+  // F32 row, read by the BF16 latent attention of latent_attention.h; half the bytes).
+  DType dtype = DType::F32;
 
   int64_t row_elems() const { return kv_lora_rank + qk_rope_head_dim; }
-  // (kv_lora_rank + qk_rope_head_dim) × n_layers × dtype size, plus the BF16 shadow rows when kept.
-  int64_t bytes_per_token() const {
-    return (row_elems() * int64_t(dtype_size(dtype)) + (bf16_shadow ? 2 * shadow_elems() : 0)) * n_layers;
-  }
+  // Elements a row occupies: row_elems(), and for BF16 rows that rounded up to a multiple of 32 (one vdpbf16ps
+  // step; the padding is zero). 576 = 512 + 64 for the 671B config and 288 for `medium` need no padding.
+  int64_t stored_elems() const { return dtype == DType::BF16 ? (row_elems() + 31) / 32 * 32 : row_elems(); }
+  // (kv_lora_rank + qk_rope_head_dim) × n_layers × dtype size (with BF16 row padding, if any).
+  int64_t bytes_per_token() const { return stored_elems() * int64_t(dtype_size(dtype)) * n_layers; }
   int64_t token_capacity() const { return n_blocks * block_size; }
   int64_t total_bytes() const { return token_capacity() * bytes_per_token(); }
   int64_t max_blocks_per_seq() const { return (max_seq_len + block_size - 1) / block_size; }
@@ -79,22 +77,26 @@ class KvCache {
 
   // ---- rows ----
   // Row of (seq, layer, pos): [d_c] normalised latent then [d_r] roped k^R. pos < capacity(seq).
+  // F32 caches: row() / block_rows(); BF16 caches: row_bf16() / block_rows_bf16() (stored_elems() per row).
+  bool is_bf16() const { return cfg_.dtype == DType::BF16; }
   float* row(int32_t seq, int64_t layer, int64_t pos);
   const float* row(int32_t seq, int64_t layer, int64_t pos) const;
   // The block_size rows of one block in one layer: [block_size, d_c + d_r].
   const float* block_rows(int64_t layer, int32_t block) const {
+    DSV3_ASSERT(base_ != nullptr);
     return base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.row_elems();
   }
   float* block_rows(int64_t layer, int32_t block) {
+    DSV3_ASSERT(base_ != nullptr);
     return base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.row_elems();
   }
-  std::span<const int32_t> block_table(int32_t seq) const;
-  // BF16 shadow (config().bf16_shadow): the same layout with shadow_elems() per row.
-  bool has_bf16_shadow() const { return shadow_base_ != nullptr; }
   uint16_t* row_bf16(int32_t seq, int64_t layer, int64_t pos);
+  const uint16_t* row_bf16(int32_t seq, int64_t layer, int64_t pos) const;
   const uint16_t* block_rows_bf16(int64_t layer, int32_t block) const {
-    return shadow_base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.shadow_elems();
+    DSV3_ASSERT(bf16_base_ != nullptr);
+    return bf16_base_ + ((layer * cfg_.n_blocks + block) * cfg_.block_size) * cfg_.stored_elems();
   }
+  std::span<const int32_t> block_table(int32_t seq) const;
 
   // ---- prefix reuse ----
   // For an empty sequence: attaches the longest run of published blocks that matches tokens[0 ..) and
@@ -134,10 +136,10 @@ class KvCache {
   uint64_t chain_hash(uint64_t parent, const int32_t* tokens) const;
 
   KvCacheConfig cfg_;
-  Tensor storage_;  // [n_layers, n_blocks, block_size, d_c + d_r]
+  Tensor storage_;  // F32: [n_layers, n_blocks, block_size, d_c + d_r]
   float* base_ = nullptr;
-  std::vector<uint16_t> shadow_;  // [n_layers, n_blocks, block_size, shadow_elems] when bf16_shadow
-  uint16_t* shadow_base_ = nullptr;
+  std::vector<uint16_t> bf16_;  // BF16: [n_layers, n_blocks, block_size, stored_elems]
+  uint16_t* bf16_base_ = nullptr;
   std::vector<Seq> seqs_;
   std::vector<Block> blocks_;
   std::vector<int32_t> free_;         // stack of free block ids

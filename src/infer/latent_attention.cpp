@@ -173,7 +173,7 @@ void softmax_pack_bf16(float* scores, int64_t heads, int64_t ld, int64_t n_ctx, 
 template <int G>
 void weighted_sum_bf16(const KvCache& cache, int64_t layer, std::span<const int32_t> table, int64_t n_ctx,
                        const float* packed, int64_t ld, int64_t dc, float* out) {
-  const int64_t bs = cache.config().block_size, E = cache.config().shadow_elems();
+  const int64_t bs = cache.config().block_size, E = cache.config().stored_elems();
   const auto* words = reinterpret_cast<const uint32_t*>(packed);
   for (int64_t j = 0; j < dc; j += 16) {
     __m512 acc[G];
@@ -215,6 +215,7 @@ void latent_attention(const LatentAttention& a) {
   const int64_t n_groups = H / G, row_elems = dc + dr, bs = cache.config().block_size;
   const int64_t n_items = a.n_rows * n_groups;
   const int64_t max_ctx = a.scratch_per_thread / G;
+  DSV3_CHECK(!cache.is_bf16(), "F32 latent attention needs a KV cache with F32 rows (this one holds BF16)");
   DSV3_ASSERT(a.scratch_per_thread >= G);
   double work = 0;
   for (int64_t r = 0; r < a.n_rows; ++r) {
@@ -266,11 +267,11 @@ bool latent_attention_bf16_available() {
 void latent_attention_bf16(const LatentAttention& a) {
   const KvCache& cache = *a.cache;
   const int64_t H = a.n_heads, dc = a.kv_lora_rank, G = latent_attention_head_group(H);
-  const int64_t n_groups = H / G, bs = cache.config().block_size, Kp = cache.config().shadow_elems();
+  const int64_t n_groups = H / G, bs = cache.config().block_size, Kp = cache.config().stored_elems();
   const int64_t n_items = a.n_rows * n_groups;
   const int64_t max_ctx = a.scratch_per_thread / G;
   DSV3_CHECK(latent_attention_bf16_available(), "BF16 latent attention needs a build with AVX512-BF16");
-  DSV3_CHECK(cache.has_bf16_shadow(), "BF16 latent attention needs a KV cache with BF16 shadow rows");
+  DSV3_CHECK(cache.is_bf16(), "BF16 latent attention needs a KV cache with BF16 rows");
   DSV3_CHECK(dc % 16 == 0 && bs % 2 == 0, "BF16 latent attention needs kv_lora_rank % 16 == 0 (got ", dc,
              ") and an even KV block size (got ", bs, ")");
   DSV3_ASSERT(a.q_bf16 != nullptr && a.scratch_per_thread >= G);

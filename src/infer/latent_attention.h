@@ -31,8 +31,8 @@ struct LatentAttention {
   float* scratch = nullptr;         // scratch_per_thread floats for each of scratch_threads threads
   int64_t scratch_per_thread = 0;   // ≥ latent_attention_scratch_floats(n_heads, max position + 1)
   int64_t scratch_threads = 1;      // threads the region may use
-  // BF16 path only (latent_attention_bf16): the queries rounded to BF16, [n_rows, n_heads, shadow_elems]
-  // (KvCacheConfig::shadow_elems(), zero-padded); the cache must keep its BF16 shadow rows.
+  // BF16 path only (latent_attention_bf16): the queries rounded to BF16, [n_rows, n_heads, stored_elems]
+  // (KvCacheConfig::stored_elems() of the BF16 cache, zero-padded).
   const uint16_t* q_bf16 = nullptr;
 };
 
@@ -42,7 +42,7 @@ int64_t latent_attention_scratch_floats(int64_t n_heads, int64_t max_seq_len);
 void latent_attention(const LatentAttention& a);
 
 // The same attention on BF16 operands with F32 accumulation (vdpbf16ps), for prefill speed:
-//   score_{h,t} = σ · dot_bf16(q_h, row_t) — q and the cache's BF16 shadow rows, one vdpbf16ps chain per
+//   score_{h,t} = σ · dot_bf16(q_h, row_t) — q and the BF16 cache rows, one vdpbf16ps chain per
 //     (head, key) over the padded row (lane l takes elements 32s + 2l, 32s + 2l + 1, s increasing), then the
 //     simd::hsum lane tree;
 //   softmax in 16-lane f32 vectors (max, a polynomial exp, the f32 lane sum by the simd::hsum tree), then each
@@ -50,8 +50,8 @@ void latent_attention(const LatentAttention& a);
 //   ô_h[j] = Σ_t p_{h,t} c_t[j] in F32 lanes, one vdpbf16ps per pair of keys (t, t+1), pairs in position
 //     order (t even; a missing t+1 at the end of the prefix counts as zero).
 // Every order depends only on the row's position, so the result is batch- and chunking-invariant like the
-// F32 path. Needs AVX512-BF16 (latent_attention_bf16_available()), d_c a multiple of 16 and an even
-// block_size.
+// F32 path. Needs a BF16 KV cache (KvCacheConfig::dtype), AVX512-BF16 (latent_attention_bf16_available()),
+// d_c a multiple of 16 and an even block_size.
 bool latent_attention_bf16_available();
 void latent_attention_bf16(const LatentAttention& a);
 

@@ -152,9 +152,9 @@ struct Server::Generation {
   }
 };
 
-Server::Server(const ModelWeights& weights, const tok::Tokenizer& tokenizer, const infer::EngineConfig& engine_config,
-               ServerConfig config)
-    : weights_(weights), tokenizer_(tokenizer), cfg_(std::move(config)) {
+Server::Server(const infer::InferWeights& weights, const tok::Tokenizer& tokenizer,
+               const infer::EngineConfig& engine_config, ServerConfig config)
+    : tokenizer_(tokenizer), cfg_(std::move(config)) {
   cfg_.validate();
   DSV3_CHECK(tokenizer.vocab_size() <= weights.cfg.vocab_size, "serve: the tokenizer has ids up to ",
              tokenizer.vocab_size() - 1, " but the model's vocabulary is ", weights.cfg.vocab_size);

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "infer/engine.h"
+#include "infer/infer_weights.h"
 #include "model/weights.h"
 #include "server/api.h"
 #include "server/metrics.h"
@@ -53,9 +54,10 @@ struct ServerConfig {
 
 class Server {
  public:
-  // `weights` and `tokenizer` must outlive the server. The engine is created and started here.
-  Server(const ModelWeights& weights, const tok::Tokenizer& tokenizer, const infer::EngineConfig& engine_config,
-         ServerConfig config);
+  // `tokenizer` must outlive the server; the engine shares the weights' storage. The engine is created and
+  // started here.
+  Server(const infer::InferWeights& weights, const tok::Tokenizer& tokenizer,
+         const infer::EngineConfig& engine_config, ServerConfig config);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -82,7 +84,6 @@ class Server {
   void handle_tokenize(const httplib::Request& req, httplib::Response& res);
   void handle_detokenize(const httplib::Request& req, httplib::Response& res);
 
-  const ModelWeights& weights_;
   const tok::Tokenizer& tokenizer_;
   ServerConfig cfg_;
   ApiContext api_;

@@ -28,7 +28,7 @@ Tensor cached_logits(const InferWeights& w, const std::vector<int32_t>& tokens, 
   int64_t max_chunk = *std::max_element(chunks.begin(), chunks.end());
   Decoder dec(w, max_chunk, S, attn);
   KvCacheConfig kc = KvCacheConfig::for_model(c, S + 16, 1, S, 16);
-  kc.bf16_shadow = attn == AttnPrecision::kBF16;
+  kc.dtype = attn == AttnPrecision::kBF16 ? DType::BF16 : DType::F32;
   KvCache cache(kc);
   const int32_t seq = cache.acquire();
   Tensor out = Tensor::empty({S, c.vocab_size});
@@ -148,7 +148,7 @@ TEST(Decode, BatchInvariantLogits) {
       std::vector<std::vector<float>> out(toks.size());
       Decoder dec(w, 64, 128, bf16_attn ? AttnPrecision::kBF16 : AttnPrecision::kF32);
       KvCacheConfig kc = KvCacheConfig::for_model(c, 512, 3, 128, 8);
-      kc.bf16_shadow = bf16_attn;
+      kc.dtype = bf16_attn ? DType::BF16 : DType::F32;
       KvCache cache(kc);
       std::vector<int32_t> seq(toks.size());
       for (size_t s = 0; s < toks.size(); ++s) seq[s] = cache.acquire();
@@ -267,16 +267,21 @@ TEST_P(DecodeBf16Attention, VsFullAndChunkingBitwise) {
 
 INSTANTIATE_TEST_SUITE_P(Configs, DecodeBf16Attention, ::testing::Values("tiny", "tiny_noqlora"));
 
-TEST(Decode, Bf16AttentionNeedsTheShadowCache) {
+// The decoder's attention precision must match the cache's rows (BF16 attention ⇔ BF16 cache).
+TEST(Decode, AttentionPrecisionMustMatchTheCache) {
   if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
   const ModelWeights& w = test::random_model("tiny");
-  Decoder dec(w, 4, 32, AttnPrecision::kBF16);
-  KvCache cache(KvCacheConfig::for_model(w.cfg, 64, 2, 32, 8));  // no BF16 shadow rows
-  const int32_t s = cache.acquire();
-  ASSERT_TRUE(cache.reserve(s, 8));
-  std::vector<float> lg(size_t(w.cfg.vocab_size));
-  std::vector<DecodeRow> rows = {{s, 0, 3, true}};
-  EXPECT_THROW(dec.forward(rows, cache, lg.data()), Error);
+  for (AttnPrecision attn : {AttnPrecision::kF32, AttnPrecision::kBF16}) {
+    Decoder dec(w, 4, 32, attn);
+    KvCacheConfig kc = KvCacheConfig::for_model(w.cfg, 64, 2, 32, 8);
+    kc.dtype = attn == AttnPrecision::kBF16 ? DType::F32 : DType::BF16;  // the wrong one
+    KvCache cache(kc);
+    const int32_t s = cache.acquire();
+    ASSERT_TRUE(cache.reserve(s, 8));
+    std::vector<float> lg(size_t(w.cfg.vocab_size));
+    std::vector<DecodeRow> rows = {{s, 0, 3, true}};
+    EXPECT_THROW(dec.forward(rows, cache, lg.data()), Error);
+  }
 }
 
 TEST(Decode, RejectsBadRows) {

@@ -92,7 +92,7 @@ TEST(Engine, GreedyMatchesFullForwardGreedy) {
 
 namespace {
 // Alone vs batched vs 2 slots vs preempted: identical tokens and logprob bits, with F32 or BF16 latent attention
-// (EngineConfig::bf16_attention).
+// (EngineConfig::kv_dtype BF16).
 void check_batching_invariance(bool bf16_attention) {
   const ModelWeights& w = test::random_model("tiny_noqlora");
   const ModelConfig& c = w.cfg;
@@ -105,7 +105,7 @@ void check_batching_invariance(bool bf16_attention) {
 
   EngineConfig base;
   base.max_seq_len = 128, base.max_step_tokens = 64, base.prefill_chunk = 24, base.block_size = 8;
-  base.bf16_attention = bf16_attention;
+  base.kv_dtype = bf16_attention ? DType::BF16 : DType::F32;
   std::vector<Result> alone;
   for (const auto& r : reqs) {
     EngineConfig one = base;
@@ -141,6 +141,32 @@ TEST(Engine, BatchingQueueingAndPreemptionDoNotChangeOutputs) { check_batching_i
 TEST(Engine, Bf16AttentionBatchingQueueingAndPreemptionDoNotChangeOutputs) {
   if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
   check_batching_invariance(true);
+}
+
+// --kv-cache names: auto follows the weights (F32 weights keep the F32 cache, BF16/FP8 weights get BF16 rows),
+// explicit names win, anything else is an error; the engine's cache then holds rows of that type.
+TEST(Engine, KvCacheTypeFollowsTheWeightsUnlessNamed) {
+  const ModelWeights& w = test::random_model("tiny");
+  const InferWeights f32 = InferWeights::from(w, DType::F32), bf16 = InferWeights::from(w, DType::BF16);
+  EXPECT_EQ(kv_cache_dtype("auto", f32), DType::F32);
+  EXPECT_EQ(kv_cache_dtype("f32", bf16), DType::F32);
+  EXPECT_THROW(kv_cache_dtype("fp8", bf16), Error);
+  EXPECT_THROW(kv_cache_dtype("", bf16), Error);
+  if (!latent_attention_bf16_available()) {
+    EXPECT_EQ(kv_cache_dtype("auto", bf16), DType::F32);
+    EXPECT_THROW(kv_cache_dtype("bf16", bf16), Error);
+    return;
+  }
+  EXPECT_EQ(kv_cache_dtype("auto", bf16), DType::BF16);
+  EXPECT_EQ(kv_cache_dtype("auto", InferWeights::from(w, DType::F8_E4M3)), DType::BF16);
+  EXPECT_EQ(kv_cache_dtype("bf16", f32), DType::BF16);
+  EngineConfig ec;
+  ec.max_seq_len = 64, ec.kv_dtype = DType::BF16;
+  Engine e(bf16, ec);
+  EXPECT_TRUE(e.kv_config().dtype == DType::BF16);
+  EXPECT_EQ(e.kv_config().bytes_per_token(), e.kv_config().stored_elems() * 2 * w.cfg.num_hidden_layers);
+  ec.kv_dtype = DType::F16;
+  EXPECT_THROW(Engine(bf16, ec), Error);
 }
 
 TEST(Engine, PrefixCacheReusesBlocksWithIdenticalOutputs) {

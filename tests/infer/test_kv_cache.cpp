@@ -28,28 +28,29 @@ TEST(KvCache, BytesPerTokenIsLatentPlusRopeKeyPerLayer) {
   ModelConfig c = ModelConfig::load(std::string(DSV3_SOURCE_DIR) + "/configs/671b.json");
   KvCacheConfig k = KvCacheConfig::for_model(c, 4096, 4, 4096);
   EXPECT_EQ(k.row_elems(), 576);
-  EXPECT_EQ(k.bytes_per_token(), (512 + 64) * 61 * 4);  // F32 now; BF16 halves it
+  EXPECT_EQ(k.bytes_per_token(), (512 + 64) * 61 * 4);  // F32
   EXPECT_EQ(k.n_blocks, 256);
   EXPECT_EQ(k.total_bytes(), 4096 * (512 + 64) * 61 * 4);
   KvCacheConfig bad = k;
-  bad.dtype = DType::BF16;
+  bad.dtype = DType::F8_E4M3;
   EXPECT_THROW(bad.validate(), Error);
 }
 
-// BF16 shadow rows: padded to a multiple of 32 elements, counted in bytes_per_token, laid out like the F32 rows
-// (row_bf16 of (seq, layer, pos) lies in the sequence's block at the same slot as row()).
-TEST(KvCache, Bf16ShadowRows) {
+// BF16 rows: (kv_lora_rank + qk_rope_head_dim) × layers × 2 bytes per token (padded to a multiple of 32
+// elements where that sum is not one), laid out per block like the F32 rows.
+TEST(KvCache, Bf16Rows) {
   ModelConfig c = ModelConfig::load(std::string(DSV3_SOURCE_DIR) + "/configs/671b.json");
   KvCacheConfig k = KvCacheConfig::for_model(c, 4096, 4, 4096);
-  k.bf16_shadow = true;
-  EXPECT_EQ(k.shadow_elems(), 576);
-  EXPECT_EQ(k.bytes_per_token(), (576 * 4 + 576 * 2) * 61);
+  k.dtype = DType::BF16;
+  EXPECT_EQ(k.stored_elems(), 576);
+  EXPECT_EQ(k.bytes_per_token(), (512 + 64) * 61 * 2);
   KvCacheConfig s;
   s.n_layers = 2, s.kv_lora_rank = 40, s.qk_rope_head_dim = 8, s.block_size = 4, s.n_blocks = 6, s.max_seqs = 2;
-  s.max_seq_len = 12, s.bf16_shadow = true;
-  EXPECT_EQ(s.shadow_elems(), 64);
+  s.max_seq_len = 12, s.dtype = DType::BF16;
+  EXPECT_EQ(s.stored_elems(), 64);
+  EXPECT_EQ(s.bytes_per_token(), 64 * 2 * 2);
   KvCache kv(s);
-  EXPECT_TRUE(kv.has_bf16_shadow());
+  EXPECT_TRUE(kv.is_bf16());
   const int32_t a = kv.acquire(), b = kv.acquire();
   ASSERT_TRUE(kv.reserve(a, 6) && kv.reserve(b, 9));
   for (int64_t p = 0; p < 9; ++p) {
@@ -57,8 +58,9 @@ TEST(KvCache, Bf16ShadowRows) {
     EXPECT_EQ(kv.row_bf16(b, 1, p), kv.block_rows_bf16(1, blk) + (p % 4) * 64);
   }
   EXPECT_NE(kv.row_bf16(a, 0, 0), kv.row_bf16(b, 0, 0));
-  s.bf16_shadow = false;
-  EXPECT_FALSE(KvCache(s).has_bf16_shadow());
+  s.dtype = DType::F32;
+  EXPECT_EQ(s.stored_elems(), 48);
+  EXPECT_FALSE(KvCache(s).is_bf16());
 }
 
 TEST(KvCache, ReserveReleaseAndRows) {

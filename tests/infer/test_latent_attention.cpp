@@ -77,7 +77,7 @@ TEST(LatentAttention, MatchesDoubleReferenceForEveryHeadGroup) {
 }
 
 // The BF16 path (latent_attention_bf16) against a double reference on the same BF16-rounded operands (q and the
-// cache's shadow rows): scores and softmax in double, then the probabilities rounded to BF16 like the kernel.
+// cache's BF16 rows): scores and softmax in double, then the probabilities rounded to BF16 like the kernel.
 // The kernel's F32 score accumulation can flip the BF16 rounding of a probability by one unit (2^-8 relative),
 // so each element may differ by at most 2^-8 · Σ_t p_t |c_t[j]| (plus 1e-5); an indexing or pairing error is O(1).
 // Head groups 8, 4, 2, 1; d_c + d_r = 56 (padded to 64); odd and even prefix lengths ending mid-block.
@@ -87,16 +87,17 @@ TEST(LatentAttention, Bf16MatchesDoubleReferenceOnRoundedOperands) {
   for (int64_t H : {16, 4, 6, 3}) {
     KvCacheConfig kc;
     kc.n_layers = 2, kc.kv_lora_rank = dc, kc.qk_rope_head_dim = dr, kc.block_size = 8, kc.max_seqs = 2;
-    kc.max_seq_len = max_len, kc.n_blocks = 2 * ((max_len + 7) / 8), kc.bf16_shadow = true;
-    const int64_t Ep = kc.shadow_elems();
+    kc.max_seq_len = max_len, kc.n_blocks = 2 * ((max_len + 7) / 8), kc.dtype = DType::BF16;
+    const int64_t Ep = kc.stored_elems();
     ASSERT_EQ(Ep, 64);
     KvCache cache(kc);
     const int32_t s0 = cache.acquire(), s1 = cache.acquire();
     ASSERT_TRUE(cache.reserve(s0, max_len) && cache.reserve(s1, 30));
     for (int32_t s : {s0, s1})
       for (int64_t p = 0; p < (s == s0 ? max_len : 30); ++p) {
-        rng_fill_normal(cache.row(s, 1, p), uint64_t(E), 1.0f, 5, uint64_t(s * 1000 + p));
-        round_rows_bf16(1, E, cache.row(s, 1, p), E, cache.row_bf16(s, 1, p));
+        std::vector<float> row(static_cast<size_t>(E));
+        rng_fill_normal(row.data(), uint64_t(E), 1.0f, 5, uint64_t(s * 1000 + p));
+        round_rows_bf16(1, E, row.data(), E, cache.row_bf16(s, 1, p));
       }
     const std::vector<int32_t> seq = {s0, s0, s0, s1, s1};
     const std::vector<int64_t> pos = {44, 0, 17, 29, 7};
@@ -152,11 +153,13 @@ TEST(LatentAttention, Bf16MatchesDoubleReferenceOnRoundedOperands) {
   }
 }
 
-TEST(LatentAttention, Bf16RejectsACacheWithoutShadowRows) {
+// Each attention refuses the other's cache (the BF16 one reads BF16 rows, the F32 one F32 rows).
+TEST(LatentAttention, EachPrecisionRejectsTheOtherCache) {
   if (!latent_attention_bf16_available()) GTEST_SKIP() << "no AVX512-BF16 in this build";
+  for (DType dt : {DType::F32, DType::BF16}) {
   KvCacheConfig kc;
   kc.n_layers = 1, kc.kv_lora_rank = 16, kc.qk_rope_head_dim = 8, kc.block_size = 8, kc.max_seqs = 1;
-  kc.max_seq_len = 8, kc.n_blocks = 1;
+  kc.max_seq_len = 8, kc.n_blocks = 1, kc.dtype = dt;
   KvCache cache(kc);
   const int32_t s = cache.acquire();
   ASSERT_TRUE(cache.reserve(s, 1));
@@ -168,5 +171,9 @@ TEST(LatentAttention, Bf16RejectsACacheWithoutShadowRows) {
   a.n_rows = 1, a.n_heads = 1, a.kv_lora_rank = 16, a.qk_rope_head_dim = 8;
   a.q = q.data(), a.q_bf16 = qb.data(), a.out = out.data(), a.seq = &seq, a.pos = &pos, a.cache = &cache;
   a.scratch = scratch.data(), a.scratch_per_thread = 8;
-  EXPECT_THROW(latent_attention_bf16(a), Error);
+  if (dt == DType::F32)
+    EXPECT_THROW(latent_attention_bf16(a), Error);
+  else
+    EXPECT_THROW(latent_attention(a), Error);
+  }
 }
