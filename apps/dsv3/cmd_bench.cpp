@@ -65,7 +65,9 @@ __attribute__((noinline)) float sum_range(const float* buf, int64_t i0, int64_t 
 double measure_read_gbps(size_t bytes, int reps) {
   const int64_t step = 4 * infer::simd::kLanes;
   const int64_t n = int64_t(bytes / sizeof(float)) / step * step;
-  std::unique_ptr<float[]> buf(new float[size_t(n)]);
+  // Allocated like the weights and caches it is compared with (Tensor::empty: huge pages at this size).
+  Tensor t = Tensor::empty({n});
+  float* buf = t.f32();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = 1.0f;
   std::vector<double> gbps;
@@ -77,7 +79,7 @@ double measure_read_gbps(size_t bytes, int reps) {
     {
       const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num(), per = n / step / nt;
       const int64_t i0 = t * per * step, i1 = t + 1 == nt ? n : (t + 1) * per * step;
-      total += sum_range(buf.get(), i0, i1);
+      total += sum_range(buf, i0, i1);
     }
     sink = total;
     gbps.push_back(double(n) * sizeof(float) / seconds_since(t0) / 1e9);
@@ -251,8 +253,8 @@ void register_bench(CLI::App& root) {
     }
     print_model(w);
     const double bw = measure_read_gbps(d->bw_mib << 20, 7);
-    std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB)\n",
-                omp_get_max_threads(), bw, d->bw_mib);
+    std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB); %.0f MB of this "
+                "process on huge pages\n", omp_get_max_threads(), bw, d->bw_mib, double(anon_huge_page_bytes()) / 1e6);
     infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, max_len, 1, max_len, 16);
     kc.dtype = infer::kv_cache_dtype(d->src.kv_cache, w);
     const infer::AttnPrecision attn = kc.dtype == DType::BF16 ? infer::AttnPrecision::kBF16 : infer::AttnPrecision::kF32;

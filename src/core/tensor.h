@@ -1,7 +1,9 @@
 // Tensor: a dtype, a row-major shape and a pointer to bytes kept alive by a shared holder.
 //
 // The holder is either an owned 64-byte-aligned allocation (Tensor::empty / zeros) or something else that
-// keeps memory valid (an mmap of a safetensors file). Copies share storage; clone() deep-copies.
+// keeps memory valid (an mmap of a safetensors file). Allocations of kHugePageMin bytes or more are 2 MiB
+// aligned and advised to transparent huge pages (huge_page_alloc): streaming reads of weights and caches
+// then skip most TLB misses (measured here: 29 → 35 GB/s for a two-thread read of 512 MiB). Copies share storage; clone() deep-copies.
 // Shapes are PyTorch order ([out, in] for Linear weights). No strides: views are contiguous slices.
 #pragma once
 #include <cstdint>
@@ -14,6 +16,14 @@
 namespace dsv3 {
 
 using Shape = std::vector<int64_t>;
+
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kHugePageMin = size_t(32) << 20;  // below this the 2 MiB rounding could waste too much
+// `bytes` rounded up to 2 MiB, 2 MiB aligned, madvise(MADV_HUGEPAGE) (a hint: where the kernel has no huge
+// pages to give it is ordinary memory). Free with std::free. Throws on out-of-memory.
+void* huge_page_alloc(size_t bytes);
+// Bytes of this process's anonymous memory backed by huge pages now (/proc/self/smaps_rollup; 0 if unknown).
+int64_t anon_huge_page_bytes();
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 

@@ -41,8 +41,8 @@ KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
     storage_ = Tensor::zeros({cfg_.n_layers, cfg_.n_blocks, cfg_.block_size, cfg_.row_elems()}, DType::F32);
     base_ = storage_.f32();
   } else {
-    bf16_.assign(size_t(cfg_.n_layers * cfg_.n_blocks * cfg_.block_size * cfg_.stored_elems()), 0);
-    bf16_base_ = bf16_.data();
+    bf16_ = Tensor::zeros({cfg_.n_layers, cfg_.n_blocks, cfg_.block_size, cfg_.stored_elems()}, DType::BF16);
+    bf16_base_ = bf16_.ptr<uint16_t>();
   }
   seqs_.resize(size_t(cfg_.max_seqs));
   for (Seq& s : seqs_) {

@@ -138,7 +138,7 @@ class KvCache {
   KvCacheConfig cfg_;
   Tensor storage_;  // F32: [n_layers, n_blocks, block_size, d_c + d_r]
   float* base_ = nullptr;
-  std::vector<uint16_t> bf16_;  // BF16: [n_layers, n_blocks, block_size, stored_elems]
+  Tensor bf16_;  // BF16: [n_layers, n_blocks, block_size, stored_elems]
   uint16_t* bf16_base_ = nullptr;
   std::vector<Seq> seqs_;
   std::vector<Block> blocks_;
