@@ -2,8 +2,6 @@
 #include "infer/infer_weights.h"
 
 #include <algorithm>
-#include <cstring>
-#include <map>
 #include <set>
 #include <vector>
 
@@ -298,53 +296,9 @@ InferWeights InferWeights::load(const std::string& dir, std::optional<DType> wan
     else put(store, s, wrap(f32, DType::F32));
   }
   DSV3_CHECK(linear_dtypes.size() <= 1, "checkpoint ", dir, " mixes Linear weight formats; pass one explicitly");
-  InferWeights w = bind(c, linear_dtypes.empty() ? DType::F32 : *linear_dtypes.begin(), store);
-  store = Store{};  // the weights hold the only references now, so packing frees each old matrix as it goes
-  w.pack_resident();
-  return w;
+  return bind(c, linear_dtypes.empty() ? DType::F32 : *linear_dtypes.begin(), store);
 }
 
-void InferWeights::pack_resident() {
-  // Every tensor a GEMM reads, grouped by the storage it points at (kv_b_abs shares kv_b's).
-  std::vector<Tensor*> refs;
-  auto add_q = [&](QMatrix& m) {
-    if (!m.defined()) return;
-    refs.push_back(&m.data);
-    if (m.scale.defined()) refs.push_back(&m.scale);
-  };
-  auto add_mlp = [&](InferMlp& m) { add_q(m.gate), add_q(m.up), add_q(m.down); };
-  add_q(lm_head);
-  for (InferLayer& L : layers) {
-    for (QMatrix* m : {&L.q_a, &L.q_b, &L.q, &L.kv_a, &L.kv_b, &L.o, &L.w_uk_t, &L.kv_b_abs, &L.router}) add_q(*m);
-    add_mlp(L.mlp);
-    add_mlp(L.shared);
-    for (InferMlp& e : L.experts) add_mlp(e);
-  }
-  std::vector<const void*> order;  // distinct storages, first-seen order (the order decode reads them in)
-  std::map<const void*, std::vector<Tensor*>> users;
-  for (Tensor* t : refs) {
-    auto& u = users[t->data];
-    if (u.empty()) order.push_back(t->data);
-    u.push_back(t);
-  }
-  size_t total = 0;
-  for (const void* p : order) total += (users[p].front()->nbytes() + 63) / 64 * 64;
-  if (total == 0) return;
-  auto* base = static_cast<uint8_t*>(huge_page_alloc(total));
-  std::shared_ptr<void> block(base, [](void* q) { std::free(q); });
-  size_t at = 0;
-  for (const void* p : order) {
-    std::vector<Tensor*>& u = users[p];
-    const Tensor& old = *u.front();
-    const size_t n = old.nbytes();
-    std::memcpy(base + at, old.data, n);
-    for (Tensor* t : u) {  // views of the same storage keep their own shape
-      DSV3_ASSERT(t->nbytes() == n);
-      *t = Tensor::wrap(base + at, t->shape, t->dtype, block);
-    }
-    at += (n + 63) / 64 * 64;
-  }
-}
 
 void InferWeights::set_lm_head_format(DType dtype) {
   check_dtype(dtype);

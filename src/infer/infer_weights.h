@@ -85,11 +85,6 @@ struct InferWeights {
 
   double resident_bytes() const;  // every parameter as held (including the derived absorbed matrices)
 
-  // Moves every matrix (data and scales; shared storage stays shared) into one 2 MiB-aligned block advised to
-  // transparent huge pages (core/tensor.h): decode streams all of them each step, and experts of 0.5–2 MB
-  // are too small for huge pages of their own. Copies one matrix at a time, so memory peaks at the total plus
-  // the largest matrix. load() does this; the values and formats do not change.
-  void pack_resident();
 };
 
 }  // namespace dsv3::infer
