@@ -314,7 +314,12 @@ TEST(ServeCli, BadArgumentsFailWithAClearMessage) {
   EXPECT_NE(err.find("not found"), std::string::npos) << err;
   std::tie(rc, err) = run_dsv3("chat --model /nonexistent/dir");
   EXPECT_EQ(rc, 1);
-  EXPECT_NE(err.find("has no tokenizer.json"), std::string::npos) << err;
+  EXPECT_NE(err.find("has no tokenizer.json"), std::string::npos) << err;  // The shared inference options: a bad name is refused by the parser, naming the option.
+  for (const char* bad : {"--kv-cache fp8", "--weights int4", "--lm-head f16"}) {
+    std::tie(rc, err) = run_dsv3("serve --model '" + dir + "' --port 0 " + bad);
+    EXPECT_NE(rc, 0) << bad;
+    EXPECT_NE(err.find(std::string(bad).substr(0, std::string(bad).find(' '))), std::string::npos) << bad << ": " << err;
+  }
 }
 
 }  // namespace
