@@ -14,6 +14,14 @@
 // routing (experts, gate weights, affinities). backward_input recomputes every RMSNorm output, the MLA
 // up-projections (q_b_proj / q_proj, kv_b_proj) with RoPE, the attention probabilities and output, and the
 // SwiGLU outputs.
+// With BlockContext::fp8_cache (run-config fp8_cache_activations, FP8 runs only; V3_SPEC.md §8, paper §3.3.3) the
+// FFN blocks keep every SwiGLU input (dense, routed, shared) as E4M3 codes with 1×128 tile scales instead of F32
+// (no F32 copy lives across the forward→backward gap); backward_input dequantizes them into a scratch buffer right
+// before use (per expert for the routed ones). backward_input then stashes the FFN Linear input u (the
+// post_attention_layernorm output, the gate|up input of the dense MLP and shared expert; each routed expert's
+// input rows are rows of u) as E4M3 1×128 tiles too, instead of F32 u and the dispatched F32 copy xin [T·K, D];
+// backward_weight decodes u, gathers each expert's rows from it, and the FP8 Wgrad re-tiles them 128×1. The
+// router's weight gradient (F32 in every precision) is formed in backward_input from the exact u.
 //
 // Gradient rules: the gate weights are differentiated through the unbiased, normalised sigmoid affinities into the
 // router weight; nothing flows through the top-k selection or the correction bias. Gradients into the router
@@ -41,6 +49,7 @@ struct BlockContext {
   float softmax_scale = 1.0f;       // σ of §4.1
   double balance_alpha = 0.0;       // > 0: MoE blocks of this segment add the sequence-wise balance loss
   Linear* lin = nullptr;            // the Linear GEMMs' precision and weight cache (nullptr: F32)
+  bool fp8_cache = false;           // FFN blocks cache SwiGLU inputs and Wgrad input u as E4M3 1×128 tiles
 
   BlockContext(const ModelConfig& c, int64_t B, int64_t n, double balance_alpha);
   int64_t T() const { return B * n; }
@@ -91,11 +100,26 @@ Tensor attn_backward_input(const BlockContext& ctx, const LayerWeights& W, AttnS
 void attn_backward_weight(const BlockContext& ctx, const LayerWeights& W, AttnState& st, LayerWeights& G);
 
 // ---- FFN block: y = x + (DenseMLP | MoE)(post_attention_layernorm(x)) -----------------------------------------
+// An activation kept for the backward as E4M3 codes with 1×128 tile scales (fp8/quantize.h, in the FP8 Linear's
+// scale mode fp8::linear_scale_mode(), kAmax unless an Fp8ScaleScope says otherwise).
+// Rows are independent (a tile never spans two rows), so a row range [r0, r1) dequantizes on its own.
+struct Fp8Activation {
+  int64_t rows = 0, cols = 0;
+  Tensor codes;   // U8 [rows, cols] E4M3 codes
+  Tensor scales;  // F32 [rows, ceil(cols/128)]
+  bool defined() const { return codes.defined(); }
+  static Fp8Activation quantize(const float* x, int64_t rows, int64_t cols);
+  // out[r - r0, c] for rows r0 ≤ r < r1 (row stride cols).
+  void dequantize_rows(int64_t r0, int64_t r1, float* out) const;
+};
+
 struct FfnState {
-  // saved by forward
+  // saved by forward (gu / shared_gu: F32, or, under BlockContext::fp8_cache, the *_fp8 codes instead)
   Tensor x;                      // [T, D] block input
   Tensor gu;                     // dense: [T, 2I]; MoE: [T·K, 2I] routed experts' SwiGLU inputs, dispatched order
   Tensor shared_gu;              // MoE with shared experts: [T, 2·I_shared]
+  Fp8Activation gu_fp8;          // fp8_cache: gu as E4M3 codes + 1×128 scales
+  Fp8Activation shared_gu_fp8;   // fp8_cache: shared_gu likewise
   Routing routing;               // MoE: idx / weight [T, K], affinity [T, N_r]
   std::vector<int64_t> offset;   // MoE: [N_r + 1] row range of each expert in the dispatched order
   std::vector<int64_t> slot_of;  // MoE: [T·K] dispatched row → flat (token, slot) index t·K + k
@@ -107,6 +131,8 @@ struct FfnState {
   Tensor u, du;                  // [T, D] post_attention_layernorm output (recomputed) and its gradient
   Tensor act, dgu;               // dense / routed experts: [rows, I], [rows, 2I]
   Tensor xin, dys;               // MoE: [T·K, D] dispatched expert inputs; gate-weighted output gradients
+  Fp8Activation u_fp8;           // fp8_cache: u as E4M3 1×128 tiles (then u and xin are not stashed)
+  Tensor router_dw;              // fp8_cache MoE: [N_r, D] dzᵀ·u, formed while the exact u is at hand
   Tensor shared_act, shared_dgu; // MoE shared expert
   Tensor dz;                     // MoE: [T, N_r] gradient of the router logits
   void free_stash();

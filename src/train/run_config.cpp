@@ -25,6 +25,8 @@ void get(const json& j, const char* key, T& dst, const std::string& where) {
   try {
     if constexpr (std::is_same_v<T, std::string>) {
       DSV3_CHECK(v.is_string(), "");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      DSV3_CHECK(v.is_boolean(), "");
     } else if constexpr (std::is_integral_v<T>) {
       DSV3_CHECK(v.is_number_integer(), "");
     } else {
@@ -44,7 +46,7 @@ RunConfig RunConfig::from_json(const json& j) {
               {"model", "init_seed", "init_std", "tokenizer", "data", "data_seed", "batch", "seq", "grad_accum",
                "steps", "lr", "adam", "clip", "mtp_lambda", "balance_alpha", "bias_gamma", "eval_every",
                "eval_batches", "checkpoint_every", "keep_last", "checkpoint_dtype", "log_every", "maxvio_window",
-               "peak_gflops", "precision", "sample_prompts", "sample_tokens", "spike_guard", "out", "comment"});
+               "peak_gflops", "precision", "fp8_cache_activations", "sample_prompts", "sample_tokens", "spike_guard", "out", "comment"});
   RunConfig c;
   const std::string w = "run config field ";
   get(j, "model", c.model, w);
@@ -81,6 +83,7 @@ RunConfig RunConfig::from_json(const json& j) {
   get(j, "maxvio_window", c.maxvio_window, w);
   get(j, "peak_gflops", c.peak_gflops, w);
   get(j, "precision", c.precision, w);
+  get(j, "fp8_cache_activations", c.fp8_cache_activations, w);
   if (j.contains("sample_prompts")) {
     DSV3_CHECK(j["sample_prompts"].is_array(), "sample_prompts must be an array");
     for (const json& p : j["sample_prompts"]) {
@@ -133,6 +136,8 @@ void RunConfig::validate() const {
   DSV3_CHECK(peak_gflops >= 0, "run config: peak_gflops must be >= 0 (0: the measured peak for the precision)");
   DSV3_CHECK(precision == "f32" || precision == "bf16" || precision == "fp8",
              "run config: precision must be f32, bf16 or fp8, got ", precision);
+  DSV3_CHECK(!fp8_cache_activations || precision == "fp8",
+             "run config: fp8_cache_activations needs precision fp8, got precision ", precision);
   DSV3_CHECK(sample_tokens >= 0, "run config: sample_tokens must be >= 0");
   DSV3_CHECK(spike.factor >= 0 && spike.window >= 1 && spike.min_steps >= 1 && spike.max_rollbacks >= 0,
              "run config: bad spike_guard values");
@@ -167,6 +172,7 @@ json RunConfig::to_json() const {
   j["maxvio_window"] = maxvio_window;
   j["peak_gflops"] = peak_gflops;
   j["precision"] = precision;
+  j["fp8_cache_activations"] = fp8_cache_activations;
   j["sample_prompts"] = sample_prompts;
   j["sample_tokens"] = sample_tokens;
   j["spike_guard"] = {{"factor", spike.factor}, {"window", spike.window}, {"min_steps", spike.min_steps},

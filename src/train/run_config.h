@@ -59,6 +59,9 @@ struct RunConfig {
   // Linear GEMMs (train/linear.h): "bf16" (BF16 operands, F32 accumulation, F32 master weights), "f32", or "fp8"
   // (emulated E4M3 with the V3 tiling; lm_head BF16).
   std::string precision = "bf16";
+  // precision fp8 only: keep the FFN SwiGLU inputs for the backward as E4M3 codes with 1×128 tile scales instead
+  // of F32 (V3 recipe, paper §3.3.3; train/blocks.h). Changes no saved state.
+  bool fp8_cache_activations = false;
   // MFU denominator in GFLOP/s; 0: the measured GEMM peak of the development machine for `precision`
   // (kPeakGflopsF32 / kPeakGflopsBF16 — also for fp8, emulated on the BF16 units; BENCHMARKS.md).
   double peak_gflops = 0.0;

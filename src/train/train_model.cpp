@@ -55,8 +55,12 @@ void scatter_embeddings(ModelWeights& g, const int32_t* ids, int64_t rows, const
 
 }  // namespace
 
-TrainModel::TrainModel(const ModelWeights& w, Precision precision)
-    : w_(w), lin_(precision), head_(precision == Precision::kFP8 ? Precision::kBF16 : precision) {}
+TrainModel::TrainModel(const ModelWeights& w, Precision precision, bool fp8_cache_activations)
+    : w_(w), lin_(precision), fp8_cache_(fp8_cache_activations),
+      head_(precision == Precision::kFP8 ? Precision::kBF16 : precision) {
+  DSV3_CHECK(!fp8_cache_ || precision == Precision::kFP8, "FP8 activation caching needs precision fp8, got ",
+             precision_name(precision));
+}
 
 const Tensor& TrainModel::mtp_logits(int depth) const {
   DSV3_CHECK(depth >= 1 && depth <= int(mtp_.size()), "mtp_logits: depth ", depth, " not computed (",
@@ -97,6 +101,7 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
   // Main model.
   ctx_main_.emplace(c, B, S, opt.balance_alpha);
   ctx_main_->lin = &lin_;
+  ctx_main_->fp8_cache = fp8_cache_;
   main_.clear();
   for (const LayerWeights& L : w_.layers)
     if (!L.mtp) main_.push_back(&L);
@@ -133,6 +138,7 @@ LossValues TrainModel::forward(const TrainBatch& batch, const LossOptions& opt) 
       mtp_.emplace_back(BlockContext(c, B, n, 0.0));
       Mtp& m = mtp_.back();
       m.ctx.lin = &lin_;
+      m.ctx.fp8_cache = fp8_cache_;
       m.W = &w_.layers[pos];
       m.n = n;
       std::vector<int32_t> ids(static_cast<size_t>(Tk));

@@ -42,8 +42,11 @@ std::vector<std::pair<std::string, Tensor>> gradient_list(const ModelWeights& gr
 class TrainModel {
  public:
   // `precision`: the Linear GEMMs (train/linear.h) — attention projections, MLPs/experts, eh_proj, lm_head.
-  explicit TrainModel(const ModelWeights& w, Precision precision = Precision::kF32);
+  // `fp8_cache_activations` (kFP8 only, else an error): the FFN blocks keep their SwiGLU inputs as E4M3 1×128
+  // tiles between forward and backward (BlockContext::fp8_cache, train/blocks.h).
+  explicit TrainModel(const ModelWeights& w, Precision precision = Precision::kF32, bool fp8_cache_activations = false);
   Precision precision() const { return lin_.precision(); }
+  bool fp8_cache_activations() const { return fp8_cache_; }
 
   LossValues forward(const TrainBatch& batch, const LossOptions& opt);
   // Accumulates into grad (see zero_gradients). Call once per forward.
@@ -73,6 +76,7 @@ class TrainModel {
 
   const ModelWeights& w_;
   Linear lin_;
+  bool fp8_cache_ = false;
   Linear head_;  // lm_head: the run's precision, but BF16 under FP8 (the recipe keeps the output head in BF16)
   TrainBatch batch_;
   LossOptions opt_;

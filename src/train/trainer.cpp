@@ -101,7 +101,7 @@ Trainer::Trainer(const RunConfig& cfg, const TrainerOptions& opt)
                                         : ModelWeights::random(mcfg_, cfg_.init_seed, float(cfg_.init_std));
   }
   grad_ = zero_gradients(weights_);
-  model_ = std::make_unique<TrainModel>(weights_, parse_precision(cfg_.precision));
+  model_ = std::make_unique<TrainModel>(weights_, parse_precision(cfg_.precision), cfg_.fp8_cache_activations);
   AdamWOptions ao;
   ao.beta1 = cfg_.adam_beta1, ao.beta2 = cfg_.adam_beta2, ao.eps = cfg_.adam_eps, ao.weight_decay = cfg_.weight_decay;
   ao.bf16_moments = cfg_.moments == "bf16";
