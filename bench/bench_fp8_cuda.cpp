@@ -6,6 +6,7 @@
 //   bench_fp8_cuda --check    first the correctness checks of tests/cuda/ (quantizer bit for bit vs the CPU,
 //                             GEMMs vs float64), printing PASS/FAIL; exit status 1 on a failure
 //   bench_fp8_cuda --quick    M = 512 only, fewer repetitions
+//   bench_fp8_cuda --quantizer-only   the quantizer timings alone (e.g. under ncu)
 // Timing: CUDA events around each call, 3 warm-up calls, median of 20, rotating over input sets that together
 // exceed 192 MiB (so L2, 50-60 MiB, never holds the operands of the next call).
 #ifndef DSV3_HAVE_CUDA
@@ -164,13 +165,14 @@ int run_checks() {
 }
 
 int run(int argc, char** argv) {
-  bool do_check = false, quick = false;
+  bool do_check = false, quick = false, quant_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--check") do_check = true;
     else if (a == "--quick") quick = true;
+    else if (a == "--quantizer-only") quant_only = true;  // the two quantizer timings alone (for a profiler)
     else {
-      std::fprintf(stderr, "usage: %s [--check] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--check] [--quick] [--quantizer-only]\n", argv[0]);
       return 2;
     }
   }
@@ -192,6 +194,7 @@ int run(int argc, char** argv) {
                     {"dense down", 7168, 18432}};
   std::vector<int64_t> Ms = {512, 4096, 16384};
   if (quick) Ms = {512};
+  if (quant_only) Ms.clear();
   std::vector<Row> rows;
   for (int64_t M : Ms)
     for (const auto& nk : nks) {
