@@ -197,6 +197,31 @@ void weighted_sum_bf16(const KvCache& cache, int64_t layer, std::span<const int3
 
 #endif
 
+// How one call splits: a work item per (row, head group), each thread's scratch holding the group's G score
+// rows of max_ctx; a fork only when the scores cover more than ~1e6 multiply-adds. Every row's position is
+// checked against the scratch here (nothing may throw inside the parallel region).
+struct WorkSplit {
+  int64_t G = 1, n_groups = 0, n_items = 0, max_ctx = 0;
+  bool parallel = false;
+  int threads = 1;
+};
+WorkSplit split_work(const LatentAttention& a, int64_t elems_per_key) {
+  WorkSplit s;
+  s.G = latent_attention_head_group(a.n_heads);
+  s.n_groups = a.n_heads / s.G;
+  s.n_items = a.n_rows * s.n_groups;
+  s.max_ctx = a.scratch_per_thread / s.G;
+  DSV3_ASSERT(a.scratch_per_thread >= s.G);
+  double work = 0;
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    DSV3_ASSERT(a.pos[r] < s.max_ctx);
+    work += double(a.pos[r] + 1);
+  }
+  s.parallel = s.n_items > 1 && work * double(a.n_heads * elems_per_key) > 1e6 && a.scratch_threads > 1;
+  s.threads = int(std::max<int64_t>(1, a.scratch_threads));
+  return s;
+}
+
 }  // namespace
 
 int64_t latent_attention_head_group(int64_t n_heads) {
@@ -211,20 +236,12 @@ int64_t latent_attention_scratch_floats(int64_t n_heads, int64_t max_seq_len) {
 
 void latent_attention(const LatentAttention& a) {
   const KvCache& cache = *a.cache;
-  const int64_t H = a.n_heads, dc = a.kv_lora_rank, dr = a.qk_rope_head_dim, G = latent_attention_head_group(H);
-  const int64_t n_groups = H / G, row_elems = dc + dr, bs = cache.config().block_size;
-  const int64_t n_items = a.n_rows * n_groups;
-  const int64_t max_ctx = a.scratch_per_thread / G;
+  const int64_t H = a.n_heads, dc = a.kv_lora_rank, dr = a.qk_rope_head_dim;
+  const int64_t row_elems = dc + dr, bs = cache.config().block_size;
   DSV3_CHECK(!cache.is_bf16(), "F32 latent attention needs a KV cache with F32 rows (this one holds BF16)");
-  DSV3_ASSERT(a.scratch_per_thread >= G);
-  double work = 0;
-  for (int64_t r = 0; r < a.n_rows; ++r) {
-    DSV3_ASSERT(a.pos[r] < max_ctx);  // checked here: nothing may throw inside the parallel region
-    work += double(a.pos[r] + 1);
-  }
-  const bool parallel = n_items > 1 && work * double(H * row_elems) > 1e6 && a.scratch_threads > 1;
-  const int threads = int(std::max<int64_t>(1, a.scratch_threads));
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+  const WorkSplit ws = split_work(a, row_elems);
+  const int64_t G = ws.G, n_groups = ws.n_groups, n_items = ws.n_items, max_ctx = ws.max_ctx;
+#pragma omp parallel for schedule(dynamic, 1) if (ws.parallel) num_threads(ws.threads)
   for (int64_t item = 0; item < n_items; ++item) {
     const int64_t r = item / n_groups, h0 = (item % n_groups) * G;
     const int64_t n_ctx = a.pos[r] + 1;
@@ -266,24 +283,17 @@ bool latent_attention_bf16_available() {
 
 void latent_attention_bf16(const LatentAttention& a) {
   const KvCache& cache = *a.cache;
-  const int64_t H = a.n_heads, dc = a.kv_lora_rank, G = latent_attention_head_group(H);
-  const int64_t n_groups = H / G, bs = cache.config().block_size, Kp = cache.config().stored_elems();
-  const int64_t n_items = a.n_rows * n_groups;
-  const int64_t max_ctx = a.scratch_per_thread / G;
+  const int64_t H = a.n_heads, dc = a.kv_lora_rank;
+  const int64_t bs = cache.config().block_size, Kp = cache.config().stored_elems();
   DSV3_CHECK(latent_attention_bf16_available(), "BF16 latent attention needs a build with AVX512-BF16");
   DSV3_CHECK(cache.is_bf16(), "BF16 latent attention needs a KV cache with BF16 rows");
   DSV3_CHECK(dc % 16 == 0 && bs % 2 == 0, "BF16 latent attention needs kv_lora_rank % 16 == 0 (got ", dc,
              ") and an even KV block size (got ", bs, ")");
-  DSV3_ASSERT(a.q_bf16 != nullptr && a.scratch_per_thread >= G);
-  double work = 0;
-  for (int64_t r = 0; r < a.n_rows; ++r) {
-    DSV3_ASSERT(a.pos[r] < max_ctx);
-    work += double(a.pos[r] + 1);
-  }
+  DSV3_ASSERT(a.q_bf16 != nullptr);
+  const WorkSplit ws = split_work(a, Kp);
+  const int64_t G = ws.G, n_groups = ws.n_groups, n_items = ws.n_items, max_ctx = ws.max_ctx;
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
-  const bool parallel = n_items > 1 && work * double(H * Kp) > 1e6 && a.scratch_threads > 1;
-  const int threads = int(std::max<int64_t>(1, a.scratch_threads));
-#pragma omp parallel for schedule(dynamic, 1) if (parallel) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) if (ws.parallel) num_threads(ws.threads)
   for (int64_t item = 0; item < n_items; ++item) {
     const int64_t r = item / n_groups, h0 = (item % n_groups) * G;
     const int64_t n_ctx = a.pos[r] + 1;
@@ -308,7 +318,7 @@ void latent_attention_bf16(const LatentAttention& a) {
     }
   }
 #else
-  (void)work, (void)n_items, (void)Kp, (void)max_ctx;
+  (void)H, (void)dc, (void)G, (void)n_groups, (void)n_items, (void)max_ctx;
 #endif
 }
 
