@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "infer_options.h"
 #include "core/rng.h"
 #include "dsv3/error.h"
 #include "infer/decode.h"
@@ -123,29 +124,20 @@ double rss_mb(const char* field = "VmRSS:") {
   return 0;
 }
 
-std::optional<DType> parse_weights(const std::string& s) {
-  if (s == "auto") return std::nullopt;
-  if (s == "f32") return DType::F32;
-  if (s == "bf16") return DType::BF16;
-  if (s == "fp8") return DType::F8_E4M3;
-  DSV3_FAIL("bench: --weights must be auto, f32, bf16 or fp8, got \"", s, "\"");
-}
-
 struct ModelSource {
-  std::string model, config, weights = "auto", lm_head = "auto", kv_cache = "auto";
+  std::string model, config;
+  InferOptions opt;  // --weights, --lm-head, --kv-cache (infer_options.h)
   mutable infer::QMatrix loaded_lm_head;  // lm_head as loaded, when --lm-head converted it
   std::unique_ptr<infer::InferWeights> load() const {
     auto w = load_main();
     loaded_lm_head = w->lm_head;
-    if (lm_head == "bf16") w->set_lm_head_format(DType::BF16);
-    else if (lm_head == "fp8") w->set_lm_head_format(DType::F8_E4M3);
-    else DSV3_CHECK(lm_head == "auto", "bench: --lm-head must be auto, bf16 or fp8, got \"", lm_head, "\"");
+    apply_lm_head(*w, opt);
     if (w->lm_head.dtype == loaded_lm_head.dtype) loaded_lm_head = {};
     return w;
   }
   std::unique_ptr<infer::InferWeights> load_main() const {
     DSV3_CHECK(model.empty() != config.empty(), "bench: give exactly one of --model or --config");
-    const std::optional<DType> want = parse_weights(weights);
+    const std::optional<DType> want = weight_dtype(opt);
     if (!model.empty()) return std::make_unique<infer::InferWeights>(infer::InferWeights::load(model, want));
     fs::path p = config;
     if (!fs::exists(p)) p = fs::path(DSV3_SOURCE_DIR) / "configs" / (config + ".json");
@@ -200,13 +192,7 @@ void report_lm_head_error(const infer::InferWeights& w, const infer::QMatrix& lo
 void add_source(CLI::App* cmd, ModelSource& s) {
   cmd->add_option("--model", s.model, "model directory");
   cmd->add_option("--config", s.config, "or: built-in config name / config.json path (random weights)");
-  cmd->add_option("--weights", s.weights, "resident weight format: auto (as stored), f32, bf16, fp8")
-      ->capture_default_str();
-  cmd->add_option("--lm-head", s.lm_head, "lm_head format: auto (as loaded), bf16, fp8 (128x128 blocks)")
-      ->capture_default_str();
-  cmd->add_option("--kv-cache", s.kv_cache, "KV-cache rows: auto (bf16 for BF16/FP8 weights, else f32), f32, bf16")
-      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
-      ->capture_default_str();
+  add_infer_options(cmd, s.opt);
 }
 
 void print_model(const infer::InferWeights& w) {
@@ -256,7 +242,7 @@ void register_bench(CLI::App& root) {
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (median of 7 sums over %zu MiB); %.0f MB of this "
                 "process on huge pages\n", omp_get_max_threads(), bw, d->bw_mib, double(anon_huge_page_bytes()) / 1e6);
     infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, max_len, 1, max_len, 16);
-    kc.dtype = infer::kv_cache_dtype(d->src.kv_cache, w);
+    kc.dtype = kv_dtype(d->src.opt, w);
     const infer::AttnPrecision attn = kc.dtype == DType::BF16 ? infer::AttnPrecision::kBF16 : infer::AttnPrecision::kF32;
     std::printf("latent KV cache: %s rows, %lld bytes/token = (kv_lora_rank %lld + qk_rope_head_dim %lld) x %lld "
                 "layers x %zu\n", std::string(dtype_name(kc.dtype)).c_str(), (long long)kc.bytes_per_token(),
@@ -336,7 +322,7 @@ void register_bench(CLI::App& root) {
       tokens[size_t(i)] = int32_t(rng_uniform(4, 0, uint64_t(i)) * float(c.vocab_size)) % int32_t(c.vocab_size);
 
     infer::KvCacheConfig kc = infer::KvCacheConfig::for_model(c, p->tokens, 1, p->tokens, 16);
-    kc.dtype = infer::kv_cache_dtype(p->src.kv_cache, w);
+    kc.dtype = kv_dtype(p->src.opt, w);
     const bool bf16 = kc.dtype == DType::BF16;
     infer::KvCache cache(kc);
     infer::Decoder decoder(w, std::min(p->chunk, p->tokens), p->tokens,

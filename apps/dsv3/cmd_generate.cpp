@@ -135,7 +135,7 @@ void register_generate(CLI::App& root) {
 
     const double prefill_s = n_out ? std::chrono::duration<double>(t_first - t0).count() : 0.0;
     const double decode_s = std::chrono::duration<double>(t_end - (n_out ? t_first : t0)).count();
-    std::fprintf(stderr, "generate: %s\n", describe_runtime(w, engine.config()).c_str());
+    std::fprintf(stderr, "generate: %s\n", describe_runtime(w, engine.kv_config()).c_str());
     std::fprintf(stderr,
                  "generate: load %.2f s | prompt %zu tokens, prefill %.3f s (%.1f tok/s) | %lld tokens in %.3f s "
                  "(%.2f tok/s after the first) | finish: %s\n",

@@ -124,7 +124,7 @@ void register_serve(CLI::App& root) {
                 sc.model_name.c_str(), (long long)w.cfg.num_hidden_layers, (long long)w.cfg.vocab_size,
                 (long long)ec.max_slots, (long long)srv.api().context_length,
                 (long long)srv.engine().kv_config().token_capacity());
-    std::printf("%s\n", describe_runtime(w, srv.engine().config()).c_str());
+    std::printf("%s\n", describe_runtime(w, srv.engine().kv_config()).c_str());
     std::printf("listening on %s\n", url.c_str());
     std::printf("try: curl %s/v1/chat/completions -H 'Content-Type: application/json'%s -d "
                 "'{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'\n",

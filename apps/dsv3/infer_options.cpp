@@ -22,27 +22,31 @@ void add_infer_options(CLI::App* cmd, InferOptions& o) {
       ->capture_default_str();
 }
 
-infer::InferWeights load_infer_weights(const std::string& dir, const InferOptions& o) {
-  std::optional<DType> want;
-  if (o.weights == "f32") want = DType::F32;
-  else if (o.weights == "bf16") want = DType::BF16;
-  else if (o.weights == "fp8") want = DType::F8_E4M3;
-  else DSV3_CHECK(o.weights == "auto", "--weights must be auto, f32, bf16 or fp8, got \"", o.weights, "\"");
-  infer::InferWeights w = infer::InferWeights::load(dir, want);
+std::optional<DType> weight_dtype(const InferOptions& o) {
+  if (o.weights == "f32") return DType::F32;
+  if (o.weights == "bf16") return DType::BF16;
+  if (o.weights == "fp8") return DType::F8_E4M3;
+  DSV3_CHECK(o.weights == "auto", "--weights must be auto, f32, bf16 or fp8, got \"", o.weights, "\"");
+  return std::nullopt;
+}
+
+void apply_lm_head(infer::InferWeights& w, const InferOptions& o) {
   if (o.lm_head == "bf16") w.set_lm_head_format(DType::BF16);
   else if (o.lm_head == "fp8") w.set_lm_head_format(DType::F8_E4M3);
   else DSV3_CHECK(o.lm_head == "auto", "--lm-head must be auto, bf16 or fp8, got \"", o.lm_head, "\"");
+}
+
+infer::InferWeights load_infer_weights(const std::string& dir, const InferOptions& o) {
+  infer::InferWeights w = infer::InferWeights::load(dir, weight_dtype(o));
+  apply_lm_head(w, o);
   return w;
 }
 
 DType kv_dtype(const InferOptions& o, const infer::InferWeights& w) { return infer::kv_cache_dtype(o.kv_cache, w); }
 
-std::string describe_runtime(const infer::InferWeights& w, const infer::EngineConfig& ec) {
-  infer::KvCacheConfig k;
-  k.n_layers = w.cfg.num_hidden_layers, k.kv_lora_rank = w.cfg.kv_lora_rank;
-  k.qk_rope_head_dim = w.cfg.qk_rope_head_dim, k.dtype = ec.kv_dtype;
+std::string describe_runtime(const infer::InferWeights& w, const infer::KvCacheConfig& kv) {
   return "weights " + std::string(dtype_name(w.dtype)) + ", lm_head " + std::string(dtype_name(w.lm_head.dtype)) +
-         ", KV cache " + std::string(dtype_name(ec.kv_dtype)) + " (" + std::to_string(k.bytes_per_token()) +
+         ", KV cache " + std::string(dtype_name(kv.dtype)) + " (" + std::to_string(kv.bytes_per_token()) +
          " bytes/token)";
 }
 
