@@ -26,6 +26,7 @@
 #include "train/run_config.h"
 #include "train/train_model.h"
 #include "train/trainer.h"
+#include "precision_test_util.h"
 
 using namespace dsv3;
 
@@ -68,23 +69,6 @@ void expect_cache_of(const train::Fp8Activation& a, const Tensor& gu, const std:
       ASSERT_LE(std::fabs(back[size_t(r * cols + c)] - g), std::ldexp(std::fabs(g), -4) + std::ldexp(s, -10))
           << what << " [" << r << ", " << c << "]";
     }
-}
-
-struct CacheRun {
-  train::LossValues loss;
-  std::vector<std::pair<std::string, Tensor>> grads;
-};
-
-CacheRun run(const ModelWeights& w, const train::TrainBatch& b, bool cache) {
-  train::TrainModel m(w, train::Precision::kFP8, cache);
-  train::LossOptions lo;
-  lo.mtp_lambda = 0.3, lo.balance_alpha = 0.01;
-  CacheRun r;
-  r.loss = m.forward(b, lo);
-  ModelWeights g = train::zero_gradients(w);
-  m.backward(g);
-  r.grads = train::gradient_list(g);
-  return r;
 }
 
 }  // namespace
@@ -162,40 +146,16 @@ TEST(Fp8ActivationCache, GradientsMatchUncachedFp8) {
   for (const std::string config : {"tiny", "small"}) {
     const ModelConfig c = load_config(config);
     const ModelWeights w = ModelWeights::random(c, 7, 0.02f);
-    train::TrainBatch b;
-    b.B = 2, b.S = 24;
-    for (int64_t i = 0; i < b.B * b.S; ++i)
-      b.tokens.push_back(int32_t(rng_uniform(11, 0, uint64_t(i)) * float(c.vocab_size)) % int32_t(c.vocab_size));
-    const CacheRun p = run(w, b, false), q = run(w, b, true);
+    const train::TrainBatch b = test::random_batch(c, 2, 24, 11);
+    const test::GradRun p = test::run_grads(w, b, train::Precision::kFP8, false),
+                        q = test::run_grads(w, b, train::Precision::kFP8, true);
     EXPECT_EQ(p.loss.total, q.loss.total) << config << ": caching changed the forward";
     EXPECT_EQ(p.loss.main_ce, q.loss.main_ce) << config;
     ASSERT_EQ(p.grads.size(), q.grads.size());
-    double worst = 0, worst_l2 = 0, any_diff = 0;
-    std::string worst_name;
-    for (size_t t = 0; t < p.grads.size(); ++t) {
-      ASSERT_EQ(p.grads[t].first, q.grads[t].first);
-      const Tensor &a = p.grads[t].second, &g = q.grads[t].second;
-      double max_ref = 0, max_d = 0, ss_ref = 0, ss_d = 0;
-      for (int64_t i = 0; i < a.numel(); ++i) {
-        max_ref = std::max(max_ref, std::fabs(double(a.f32()[i])));
-        const double d = std::fabs(double(g.f32()[i]) - double(a.f32()[i]));
-        max_d = std::isfinite(d) ? std::max(max_d, d) : INFINITY;
-        ss_ref += double(a.f32()[i]) * double(a.f32()[i]), ss_d += d * d;
-      }
-      any_diff = std::max(any_diff, max_d);
-      if (max_ref == 0) {
-        EXPECT_EQ(max_d, 0.0) << config << " " << p.grads[t].first;
-        continue;
-      }
-      const double ratio = max_d / max_ref, l2 = std::sqrt(ss_d / ss_ref);
-      EXPECT_LE(ratio, kCacheGradTol) << config << " " << p.grads[t].first;
-      EXPECT_LE(l2, kCacheGradTol) << config << " " << p.grads[t].first;
-      worst_l2 = std::max(worst_l2, l2);
-      if (ratio > worst) worst = ratio, worst_name = p.grads[t].first;
-    }
-    EXPECT_GT(any_diff, 0.0) << config << ": gradients bitwise equal with and without the cache";
+    const test::GradDiff d = test::expect_grads_close(p.grads, q.grads, kCacheGradTol, kCacheGradTol, config);
+    EXPECT_GT(d.any_diff, 0.0) << config << ": gradients bitwise equal with and without the cache";
     std::printf("[ %s ] FP8 cached vs uncached: worst max|Δ|/max|g| %.3g (%s), worst ‖Δ‖/‖g‖ %.3g\n",
-                config.c_str(), worst, worst_name.c_str(), worst_l2);
+                config.c_str(), d.worst, d.worst_name.c_str(), d.worst_l2);
   }
 }
 

@@ -16,39 +16,13 @@
 #include "train/linear.h"
 #include "train/run_config.h"
 #include "train/train_model.h"
+#include "precision_test_util.h"
 
 using namespace dsv3;
 
 namespace {
 
 constexpr double kBf16GradTol = 6e-2;
-
-struct Run {
-  train::LossValues loss;
-  std::vector<train::ExpertLoad> load;
-  std::vector<std::pair<std::string, Tensor>> grads;
-};
-
-Run run(const ModelWeights& w, const train::TrainBatch& b, train::Precision p) {
-  train::TrainModel m(w, p);
-  train::LossOptions lo;
-  lo.mtp_lambda = 0.3, lo.balance_alpha = 0.01;
-  Run r;
-  r.loss = m.forward(b, lo);
-  r.load = m.expert_load();
-  ModelWeights g = train::zero_gradients(w);
-  m.backward(g);
-  r.grads = train::gradient_list(g);
-  return r;
-}
-
-train::TrainBatch batch(const ModelConfig& c, int64_t B, int64_t S, uint64_t seed) {
-  train::TrainBatch b;
-  b.B = B, b.S = S;
-  for (int64_t i = 0; i < B * S; ++i)
-    b.tokens.push_back(int32_t(rng_uniform(seed, 0, uint64_t(i)) * float(c.vocab_size)) % int32_t(c.vocab_size));
-  return b;
-}
 
 // grad_tol bounds max|Δ| / max|g_F32| per tensor, l2_tol bounds ‖Δ‖₂ / ‖g_F32‖₂ per tensor.
 void compare(const std::string& config, train::Precision p = train::Precision::kBF16, double grad_tol = kBf16GradTol,
@@ -61,8 +35,8 @@ void compare(const std::string& config, train::Precision p = train::Precision::k
   for (LayerWeights& L : w.layers)
     if (L.moe)
       for (int64_t e = 0; e < L.router_bias.numel(); ++e) L.router_bias.f32()[e] = 2.0f * float((e * 5) % 8);
-  const train::TrainBatch b = batch(c, 2, 24, 11);
-  const Run f = run(w, b, train::Precision::kF32), h = run(w, b, p);
+  const train::TrainBatch b = test::random_batch(c, 2, 24, 11);
+  const test::GradRun f = test::run_grads(w, b, train::Precision::kF32), h = test::run_grads(w, b, p);
   ASSERT_EQ(f.load.size(), h.load.size());
   for (size_t i = 0; i < f.load.size(); ++i)
     ASSERT_EQ(f.load[i].count, h.load[i].count) << config << ": BF16 changed the routing of MoE layer " << i
@@ -70,33 +44,11 @@ void compare(const std::string& config, train::Precision p = train::Precision::k
   EXPECT_NEAR(h.loss.main_ce, f.loss.main_ce, loss_tol * std::fabs(f.loss.main_ce)) << config;
   EXPECT_NEAR(h.loss.total, f.loss.total, loss_tol * std::fabs(f.loss.total)) << config;
   ASSERT_EQ(f.grads.size(), h.grads.size());
-  double worst = 0, worst_l2 = 0, any_diff = 0;
-  std::string worst_name;
-  for (size_t t = 0; t < f.grads.size(); ++t) {
-    const Tensor &a = f.grads[t].second, &g = h.grads[t].second;
-    ASSERT_EQ(f.grads[t].first, h.grads[t].first);
-    double max_ref = 0, max_d = 0, ss_ref = 0, ss_d = 0;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-      max_ref = std::max(max_ref, std::fabs(double(a.f32()[i])));
-      const double d = std::fabs(double(g.f32()[i]) - double(a.f32()[i]));
-      max_d = std::isfinite(d) ? std::max(max_d, d) : INFINITY;
-      ss_ref += double(a.f32()[i]) * double(a.f32()[i]), ss_d += d * d;
-    }
-    any_diff = std::max(any_diff, max_d);
-    if (max_ref == 0) {
-      EXPECT_EQ(max_d, 0.0) << config << " " << f.grads[t].first << ": F32 gradient is zero, BF16 is not";
-      continue;
-    }
-    const double ratio = max_d / max_ref, l2 = std::sqrt(ss_d / ss_ref);
-    EXPECT_LE(ratio, grad_tol) << config << " " << f.grads[t].first;
-    EXPECT_LE(l2, l2_tol) << config << " " << f.grads[t].first;
-    worst_l2 = std::max(worst_l2, l2);
-    if (ratio > worst) worst = ratio, worst_name = f.grads[t].first;
-  }
-  EXPECT_GT(any_diff, 0.0) << config << ": " << train::precision_name(p)
+  const test::GradDiff d = test::expect_grads_close(f.grads, h.grads, grad_tol, l2_tol, config);
+  EXPECT_GT(d.any_diff, 0.0) << config << ": " << train::precision_name(p)
                            << " gradients are bitwise the F32 ones (precision switch not taken?)";
   std::printf("[ %s ] %s vs F32: worst max|Δ|/max|g| %.3g (%s), worst ‖Δ‖/‖g‖ %.3g\n", config.c_str(),
-              train::precision_name(p), worst, worst_name.c_str(), worst_l2);
+              train::precision_name(p), d.worst, d.worst_name.c_str(), d.worst_l2);
 }
 
 }  // namespace
